@@ -1,0 +1,518 @@
+//! The `pgpilot.io/v1` `PostgresCluster` API: spec and status types, nothing else.
+//!
+//! Doc comments on these types become the CRD's descriptions (`kubectl explain pgc.spec...`).
+//! Every field is optional in the stored form unless marked; after `resolve` every field a
+//! default exists for is present, so the stored object is the complete, explicit cluster.
+
+mod parameter;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use parameter::ParameterValue;
+
+/// A highly available PostgreSQL cluster: PostgreSQL under Patroni, with optional pgBackRest
+/// backups, a pgBouncer pooler and a metrics exporter. The admission webhook writes every
+/// default into the spec, so what is stored is exactly what runs.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "pgpilot.io",
+    version = "v1",
+    kind = "PostgresCluster",
+    namespaced,
+    shortname = "pgc",
+    category = "all",
+    doc = "A highly available PostgreSQL cluster managed by pgpilot: PostgreSQL under Patroni, with pgBackRest backups, a pgBouncer pooler and a metrics exporter.",
+    status = "PostgresClusterStatus",
+    printcolumn = r#"{"name": "Version", "type": "integer", "jsonPath": ".spec.postgresVersion"}"#,
+    printcolumn = r#"{"name": "Instances", "type": "integer", "jsonPath": ".spec.instances"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "integer", "jsonPath": ".status.instances.ready"}"#,
+    printcolumn = r#"{"name": "Primary", "type": "string", "jsonPath": ".status.primary"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresClusterSpec {
+    /// PostgreSQL major version (14 to 18). Immutable: a major upgrade needs its own
+    /// procedure. Defaults to the newest supported major.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("postgresVersion is immutable; a major upgrade needs its own procedure"))]
+    pub postgres_version: Option<i32>,
+
+    /// Container image with PostgreSQL, Patroni and pgBackRest. Defaults to the operator's
+    /// image catalog entry for `postgresVersion`. A new image within the same major version
+    /// is a rolling update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Number of PostgreSQL pods: one primary, the rest streaming replicas (1 to 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i32>,
+
+    /// The data volume of every instance. `size` is required.
+    pub storage: StorageSpec,
+
+    /// CPU and memory for the PostgreSQL container. PostgreSQL's memory parameters are tuned
+    /// from the memory request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// PostgreSQL server configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgresql: Option<PostgresqlSpec>,
+
+    /// Patroni's dynamic configuration: failure detection timings and replication mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patroni: Option<PatroniSpec>,
+
+    /// Roles the operator creates and keeps up to date, each with its own Secret
+    /// `CLUSTER-user-NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<User>>,
+
+    /// Databases the operator creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<Database>>,
+
+    /// Continuous archiving and scheduled backups with pgBackRest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// A pgBouncer connection pooler in front of the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<PoolerSpec>,
+
+    /// Metrics for Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+
+    /// Server certificate for PostgreSQL. Without it, connections are not encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Where the pods may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<SchedulingSpec>,
+
+    /// The Service in front of the primary (`CLUSTER-primary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+}
+
+/// The data volume of every instance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0").message("storage.size may not shrink"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.storageClassName) || (has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)").message("storage.storageClassName is immutable"))]
+pub struct StorageSpec {
+    /// Size of each instance's data volume, e.g. `10Gi`. Required; may grow, never shrink.
+    pub size: Quantity,
+
+    /// StorageClass of the data volumes; `null` means the cluster's default class. Immutable.
+    #[serde(default)]
+    pub storage_class_name: Option<String>,
+}
+
+/// PostgreSQL server configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresqlSpec {
+    /// Server parameters (GUCs). Values the user sets always win; the memory parameters are
+    /// tuned from the memory request, and the settings high availability depends on are set.
+    /// Parameters Patroni or the operator manage (`port`, `listen_addresses`, `ssl*`,
+    /// `archive_command`, ...) are rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BTreeMap<String, ParameterValue>>,
+
+    /// Client authentication rules in `pg_hba.conf` syntax, first match wins. The default
+    /// requires scram-sha-256 for every remote login (`hostssl` when TLS is configured) and
+    /// allows replication only for the replication user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_hba: Option<Vec<String>>,
+}
+
+/// Patroni's dynamic configuration (stored in the DCS and shared by all members).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatroniSpec {
+    /// Seconds the leader lock lives without renewal; the upper bound of failover time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i32>,
+    /// Seconds between Patroni's HA loop runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_wait: Option<i32>,
+    /// Seconds to retry DCS and PostgreSQL operations before demoting.
+    /// `loopWait + 2 * retryTimeout` must not exceed `ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_timeout: Option<i32>,
+    /// Bytes a replica may lag behind and still be promoted by a failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_lag_on_failover: Option<i64>,
+    /// `async`: replicas may lag; `sync`: a commit waits for a synchronous standby while one
+    /// is available; `strict`: a commit always waits, even with no standby left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_mode: Option<SynchronousMode>,
+    /// Number of synchronous standbys when `synchronousMode` is `sync` or `strict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_node_count: Option<i32>,
+    /// Keep the primary running when the Kubernetes API is unreachable, as long as every
+    /// member can still be reached through Patroni's REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failsafe_mode: Option<bool>,
+}
+
+/// Patroni's replication mode. Not `on`/`off`: YAML 1.1 would turn those into booleans.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SynchronousMode {
+    Async,
+    Sync,
+    Strict,
+}
+
+/// A role the operator creates and keeps up to date. Its password lives in Secret
+/// `CLUSTER-user-NAME` (underscores become dashes) and is generated once.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// Role name: lower-case letters, digits and underscores, starting with a letter or
+    /// underscore, at most 63 bytes. `postgres`, `pg_*` and `pgpilot_*` are reserved.
+    pub name: String,
+    /// Role options: `LOGIN`, `NOLOGIN`, `CREATEDB`, `CREATEROLE`, `INHERIT`, `BYPASSRLS`,
+    /// `REPLICATION`, `SUPERUSER` and their `NO` forms, and `CONNECTION LIMIT n`.
+    /// Defaults to `[LOGIN]`. Passwords are managed by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<String>>,
+    /// Databases (from `spec.databases`) on which the role gets all privileges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<String>>,
+}
+
+/// A database the operator creates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Database {
+    /// Database name: lower-case letters, digits and underscores, at most 63 bytes.
+    pub name: String,
+    /// Owning role: `postgres` or one of `spec.users`. Defaults to `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// Continuous archiving and scheduled backups.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// pgBackRest: WAL archiving to every repository, scheduled backups, replica creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgbackrest: Option<PgBackRestSpec>,
+}
+
+/// pgBackRest configuration (stanza `db`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PgBackRestSpec {
+    /// Image for backup jobs. Defaults to the operator's catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Up to four repositories, `repo1` to `repo4`; WAL is archived to each of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repos: Option<Vec<BackupRepo>>,
+}
+
+/// One pgBackRest repository. Exactly one of `s3`, `gcs`, `azure` or `volume` is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRepo {
+    /// `repo1` to `repo4`; a repository keeps its name for life.
+    pub name: String,
+    /// An S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Repo>,
+    /// A Google Cloud Storage bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsRepo>,
+    /// An Azure Blob Storage container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureRepo>,
+    /// A PersistentVolumeClaim owned by the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeRepo>,
+    /// Cron schedules (five fields, or `@daily` and friends) for each backup type; a type
+    /// without a schedule is not taken automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<BackupSchedules>,
+    /// How many backups pgBackRest keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// An S3-compatible bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Repo {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint host, e.g. `s3.eu-west-1.amazonaws.com`.
+    pub endpoint: String,
+    /// Region, e.g. `eu-west-1`.
+    pub region: String,
+    /// Secret with keys `key` and `keySecret`; without it, credentials come from the
+    /// pod's identity (IRSA or instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// A Google Cloud Storage bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsRepo {
+    /// Bucket name.
+    pub bucket: String,
+    /// Secret with key `key.json` (a service account key); without it, workload identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// An Azure Blob Storage container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureRepo {
+    /// Storage account name.
+    pub account: String,
+    /// Container name.
+    pub container: String,
+    /// Secret with key `key` (the account's shared key).
+    pub credentials_secret: String,
+}
+
+/// A repository on a PersistentVolumeClaim.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRepo {
+    /// Size of the repository volume. Required; may grow, never shrink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// StorageClass of the repository volume; `null` means the cluster default.
+    #[serde(default)]
+    pub storage_class_name: Option<String>,
+}
+
+/// Cron schedules for each backup type.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSchedules {
+    /// Full backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<String>,
+    /// Differential backups (changes since the last full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential: Option<String>,
+    /// Incremental backups (changes since the last backup of any type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<String>,
+}
+
+/// How many backups to keep; older ones, and the WAL only they need, are expired.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Full backups to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<i32>,
+    /// Differential backups to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential: Option<i32>,
+}
+
+/// pgBouncer in front of the primary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolerSpec {
+    /// Run the pooler. Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// pgBouncer image. Defaults to the operator's catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// pgBouncer pods. Defaults to 2 when the cluster has replicas, else 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i32>,
+    /// `session`, `transaction` or `statement` pooling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PoolMode>,
+    /// Client connections each pgBouncer accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_client_connections: Option<i32>,
+    /// Server connections per user and database pair, per pgBouncer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_pool_size: Option<i32>,
+    /// CPU and memory for pgBouncer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// pgBouncer's pool mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Session,
+    Transaction,
+    Statement,
+}
+
+/// Metrics for Prometheus.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// A postgres_exporter sidecar in every pod, connecting as its own monitoring role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterSpec>,
+}
+
+/// The metrics exporter sidecar.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Run the exporter. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Exporter image. Defaults to the operator's catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Metrics port. Default 9187.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// CPU and memory for the exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Server certificate for PostgreSQL: from cert-manager (`issuerRef`) or an existing Secret
+/// (`secretName`, keys `tls.crt`, `tls.key` and `ca.crt`). Exactly one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A cert-manager issuer; the operator requests Certificate `CLUSTER-tls` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+    /// An existing Secret of type `kubernetes.io/tls` with `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// A cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Issuer name.
+    pub name: String,
+    /// `Issuer` (same namespace) or `ClusterIssuer`. Default `Issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// API group of the issuer. Default `cert-manager.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Where the pods may run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Spread instances over nodes: `preferred` (best effort), `required` (never two on one
+    /// node) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<AntiAffinity>,
+    /// Node labels the pods require.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Topology spread constraints; the label selector defaults to the cluster's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// PriorityClass of the pods; `null` means none.
+    #[serde(default)]
+    pub priority_class_name: Option<String>,
+}
+
+/// Pod anti-affinity between the instances of one cluster, on the node hostname.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AntiAffinity {
+    Preferred,
+    Required,
+    None,
+}
+
+/// The Service in front of the primary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// `ClusterIP`, `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+    /// Annotations for the Service (load-balancer settings, for example).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Client CIDRs a `LoadBalancer` accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_source_ranges: Option<Vec<String>>,
+}
+
+/// Kubernetes Service type of the primary Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// Observed state, written by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresClusterStatus {
+    /// The generation the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pending`, `Creating`, `Running`, `Degraded` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Desired and ready instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstancesStatus>,
+    /// Pod that Patroni elected leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// `Resolved`, `Reconciled` and `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Lifecycle phase of a cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Creating,
+    Running,
+    Degraded,
+    Failed,
+}
+
+/// Desired and ready instances.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancesStatus {
+    /// `spec.instances`.
+    pub desired: i32,
+    /// Pods whose Patroni reports ready.
+    pub ready: i32,
+}

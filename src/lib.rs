@@ -1,0 +1,10 @@
+//! pgpilot: a PostgreSQL operator for Kubernetes. All decisions happen at admission time in
+//! pure functions (`resolve`, `validate`, `render`); the reconciler only materializes.
+
+pub mod api;
+pub mod config;
+pub mod manifest;
+pub mod names;
+pub mod quantity;
+pub mod resolve;
+pub mod validate;

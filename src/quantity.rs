@@ -1,0 +1,218 @@
+//! Kubernetes resource quantities and PostgreSQL memory settings, parsed exactly.
+//!
+//! Quantities are kept as whole milli-units in an `i128`, so `1.5Gi`, `100m` and `1e3`
+//! compare and convert without floating point. Parsing is total: malformed or absurdly large
+//! input is an error, never a panic or an overflow.
+
+use std::cmp::Ordering;
+
+/// A parsed quantity in thousandths of the base unit (bytes for memory, cores for CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Milli(pub i128);
+
+const MAX_LEN: usize = 64;
+
+impl Milli {
+    /// The value in whole base units, rounded down.
+    pub fn whole(self) -> i128 {
+        self.0.div_euclid(1000)
+    }
+}
+
+/// Parses a Kubernetes quantity (`128974848`, `129e6`, `129M`, `123Mi`, `0.5`, `100m`).
+pub fn parse(s: &str) -> Result<Milli, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > MAX_LEN {
+        return Err(format!("must be at most {MAX_LEN} characters"));
+    }
+    let (sign, rest) = match s.as_bytes()[0] {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => (1, s),
+    };
+    let number_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(number_end);
+    let (int_part, frac_part) = match number.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (number, ""),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err("must start with a number".into());
+    }
+    // Multiplier as (numerator, power of ten) applied to the decimal number.
+    let (factor, exp10): (i128, i32) = match suffix {
+        "" => (1, 0),
+        "m" => (1, -3),
+        "k" => (1, 3),
+        "M" => (1, 6),
+        "G" => (1, 9),
+        "T" => (1, 12),
+        "P" => (1, 15),
+        "E" => (1, 18),
+        "Ki" => (1 << 10, 0),
+        "Mi" => (1 << 20, 0),
+        "Gi" => (1 << 30, 0),
+        "Ti" => (1 << 40, 0),
+        "Pi" => (1 << 50, 0),
+        "Ei" => (1 << 60, 0),
+        e if e.starts_with(['e', 'E']) => {
+            let exp: i32 = e[1..]
+                .parse()
+                .map_err(|_| format!("unknown suffix {suffix:?}"))?;
+            if !(-18..=18).contains(&exp) {
+                return Err("exponent out of range".into());
+            }
+            (1, exp)
+        }
+        _ => {
+            return Err(format!(
+                "unknown suffix {suffix:?}; use Ki, Mi, Gi, Ti, Pi, Ei, m, k, M, G, T, P or E"
+            ));
+        }
+    };
+    // digits * 10^(exp10 + 3 - frac_len) * factor, in milli-units.
+    let digits: String = format!("{int_part}{frac_part}");
+    let digits = digits.trim_start_matches('0');
+    if digits.len() > 30 {
+        return Err("is too large".into());
+    }
+    let mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| "is not a number".to_string())?
+    };
+    let shift = exp10 + 3 - frac_part.len() as i32;
+    let scaled = if shift >= 0 {
+        10i128
+            .checked_pow(shift as u32)
+            .and_then(|p| mantissa.checked_mul(p))
+            .and_then(|v| v.checked_mul(factor))
+    } else {
+        // Sub-milli precision is rounded up, as Kubernetes does.
+        let p = 10i128.checked_pow((-shift) as u32);
+        p.and_then(|p| {
+            mantissa
+                .checked_mul(factor)
+                .map(|v| v / p + i128::from(v % p != 0))
+        })
+    };
+    let value = scaled.ok_or_else(|| "is too large".to_string())?;
+    if value > 1i128 << 100 {
+        return Err("is too large".into());
+    }
+    Ok(Milli(sign * value))
+}
+
+/// Bytes of a memory quantity, rounded down.
+pub fn bytes(s: &str) -> Result<i128, String> {
+    parse(s).map(Milli::whole)
+}
+
+/// Compares two quantities; `None` when either is malformed.
+pub fn compare(a: &str, b: &str) -> Option<Ordering> {
+    Some(parse(a).ok()?.cmp(&parse(b).ok()?))
+}
+
+pub const KIB: i128 = 1 << 10;
+pub const MIB: i128 = 1 << 20;
+pub const GIB: i128 = 1 << 30;
+
+/// The base unit of a PostgreSQL memory parameter, as `SHOW`'s plain numbers use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgUnit {
+    /// Blocks of 8 kB (`shared_buffers`, `effective_cache_size`).
+    Block,
+    Kilobyte,
+    Megabyte,
+}
+
+/// Parses a PostgreSQL memory setting (`128MB`, `4GB`, `512kB`, `16384` in the parameter's
+/// base unit) into bytes. `-1` and other special values are not memory sizes.
+pub fn pg_memory_bytes(value: &str, unit: PgUnit) -> Option<i128> {
+    let v = value.trim();
+    let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, suffix) = v.split_at(end);
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let n: i128 = digits.parse().ok()?;
+    let mult = match suffix.trim() {
+        "" => match unit {
+            PgUnit::Block => 8 * KIB,
+            PgUnit::Kilobyte => KIB,
+            PgUnit::Megabyte => MIB,
+        },
+        "B" => 1,
+        "kB" => KIB,
+        "MB" => MIB,
+        "GB" => GIB,
+        "TB" => GIB * 1024,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// Formats bytes as a PostgreSQL memory setting in whole megabytes, or kilobytes below 1 MB.
+pub fn pg_memory(bytes: i128) -> String {
+    if bytes >= MIB {
+        format!("{}MB", bytes / MIB)
+    } else {
+        format!("{}kB", (bytes / KIB).max(64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kubernetes_quantities() {
+        assert_eq!(bytes("1Gi").unwrap(), GIB);
+        assert_eq!(bytes("1.5Gi").unwrap(), GIB + GIB / 2);
+        assert_eq!(bytes("129M").unwrap(), 129_000_000);
+        assert_eq!(bytes("129e6").unwrap(), 129_000_000);
+        assert_eq!(bytes("128974848").unwrap(), 128_974_848);
+        assert_eq!(parse("100m").unwrap(), Milli(100));
+        assert_eq!(parse("0.5").unwrap(), Milli(500));
+        assert_eq!(parse("1.0001m").unwrap(), Milli(2));
+        assert_eq!(parse("-1").unwrap(), Milli(-1000));
+    }
+
+    #[test]
+    fn rejects_malformed_quantities() {
+        for bad in [
+            "",
+            "Gi",
+            "1GiB",
+            "1 Gi",
+            "abc",
+            "1..2",
+            "1e99",
+            "99999999999999999999999999999999Ei",
+            ".",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn compares() {
+        assert_eq!(compare("1Gi", "1024Mi"), Some(Ordering::Equal));
+        assert_eq!(compare("1G", "1Gi"), Some(Ordering::Less));
+        assert_eq!(compare("x", "1Gi"), None);
+    }
+
+    #[test]
+    fn postgres_memory_units() {
+        assert_eq!(pg_memory_bytes("128MB", PgUnit::Block), Some(128 * MIB));
+        assert_eq!(pg_memory_bytes("16384", PgUnit::Block), Some(128 * MIB));
+        assert_eq!(pg_memory_bytes("4096", PgUnit::Kilobyte), Some(4 * MIB));
+        assert_eq!(pg_memory_bytes("-1", PgUnit::Kilobyte), None);
+        assert_eq!(pg_memory(256 * MIB), "256MB");
+        assert_eq!(pg_memory(300 * KIB), "300kB");
+    }
+}
