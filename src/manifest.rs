@@ -55,7 +55,10 @@ pub struct DocumentError {
 
 impl std::fmt::Display for DocumentError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "document {}: {}", self.document, self.message)
+        match self.document {
+            0 => f.write_str(&self.message),
+            n => write!(f, "document {n}: {}", self.message),
+        }
     }
 }
 
@@ -66,6 +69,12 @@ pub fn from_yaml_stream(text: &str) -> Result<Vec<PostgresCluster>, DocumentErro
         return Err(DocumentError {
             document: 0,
             message: format!("input is larger than {MAX_INPUT_BYTES} bytes"),
+        });
+    }
+    if let Some(line) = too_deep(text) {
+        return Err(DocumentError {
+            document: 0,
+            message: format!("line {line}: brackets nested deeper than {MAX_FLOW_DEPTH} levels"),
         });
     }
     let mut out = Vec::new();
@@ -80,6 +89,33 @@ pub fn from_yaml_stream(text: &str) -> Result<Vec<PostgresCluster>, DocumentErro
         out.push(from_value(value).map_err(fail)?);
     }
     Ok(out)
+}
+
+/// Flow collections (`[...]`, `{...}`) deeper than this are refused before parsing: the YAML
+/// parser reads a whole document before its recursion limit applies, and deep input makes
+/// that slow. Real clusters nest a handful of levels; block (indented) nesting is bounded by
+/// the input size limit.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// The line on which bracket nesting first exceeds `MAX_FLOW_DEPTH`, if it does. Quotes are
+/// not tracked, so brackets inside strings count too; no legitimate value has 64 of them.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut line = 1;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -124,5 +160,10 @@ mod tests {
                 .contains("storage")
         );
         assert!(from_yaml_stream("---\n---\n").unwrap().is_empty());
+        let deep = format!("a:\n  b: {}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(
+            from_yaml_stream(&deep).unwrap_err().message,
+            "line 2: brackets nested deeper than 64 levels"
+        );
     }
 }

@@ -58,6 +58,20 @@ pub fn resolve(
     }
     out.resources = Some(resources);
 
+    // max_connections first: work_mem is derived from it.
+    let memory = memory_bytes(&out, config);
+    if let Some(derived) = tuning::derive_max_connections(memory) {
+        let previous = old.and_then(|o| tuning::derive_max_connections(memory_bytes(o, config)));
+        let params = out
+            .postgresql
+            .get_or_insert_default()
+            .parameters
+            .get_or_insert_default();
+        let current = params.remove("max_connections");
+        let value = follow(current, previous.map(ParameterValue::from), derived.into());
+        params.insert("max_connections".into(), value);
+    }
+
     let new = Derived::of(&out, config);
     let old = old_derived.as_ref();
 
@@ -217,10 +231,17 @@ impl Derived {
             .as_ref()
             .unwrap_or(&config.postgres.resources);
         let memory = memory_request(resources);
+        let connections = spec
+            .postgresql
+            .as_ref()
+            .and_then(|p| p.parameters.as_ref())
+            .and_then(|p| p.get("max_connections"))
+            .and_then(|v| v.as_str().parse().ok());
         let inputs = TuningInputs {
             memory: memory.and_then(|q| quantity::bytes(&q.0).ok()),
             storage: quantity::bytes(&spec.storage.size.0).ok(),
             instances,
+            connections,
         };
         let tls = spec
             .tls
@@ -234,6 +255,15 @@ impl Derived {
             pooler_instances: if instances >= 2 { 2 } else { 1 },
         }
     }
+}
+
+/// The memory request in bytes, as resolution sees it (the configuration's when unset).
+fn memory_bytes(spec: &PostgresClusterSpec, config: &Config) -> Option<i128> {
+    let resources = spec
+        .resources
+        .as_ref()
+        .unwrap_or(&config.postgres.resources);
+    memory_request(resources).and_then(|q| quantity::bytes(&q.0).ok())
 }
 
 fn memory_request(r: &ResourceRequirements) -> Option<&Quantity> {

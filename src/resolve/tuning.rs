@@ -16,6 +16,8 @@ pub struct TuningInputs {
     /// Data volume size, in bytes.
     pub storage: Option<i128>,
     pub instances: i32,
+    /// `max_connections` as resolved (explicit or derived), which `work_mem` divides by.
+    pub connections: Option<i128>,
 }
 
 /// Parameters required for Patroni-managed streaming replication; they may be raised or
@@ -59,16 +61,29 @@ pub fn max_connections(memory: i128) -> i128 {
     (memory / (16 * MIB)).clamp(100, 500)
 }
 
-/// The derived parameters for `inputs`. Only what can be computed is returned: without a
-/// parseable memory request the memory parameters are left alone (validation reports it).
+/// The smallest memory request the formulas are meant for; below it nothing is derived.
+const MIN_TUNED_MEMORY: i128 = 64 * MIB;
+
+/// `max_connections` for a memory request, when one is known.
+pub fn derive_max_connections(memory: Option<i128>) -> Option<String> {
+    memory
+        .filter(|m| *m >= MIN_TUNED_MEMORY)
+        .map(|m| max_connections(m).to_string())
+}
+
+/// The derived parameters for `inputs` (except `max_connections`, which they depend on; see
+/// `derive_max_connections`). Only what can be computed is returned: without a parseable
+/// memory request the memory parameters are left alone (validation reports it).
 pub fn derive(inputs: TuningInputs) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
     let mut set = |k: &str, v: String| {
         p.insert(k.to_owned(), v);
     };
-    if let Some(memory) = inputs.memory.filter(|m| *m >= 64 * MIB) {
-        let connections = max_connections(memory);
-        set("max_connections", connections.to_string());
+    if let Some(memory) = inputs.memory.filter(|m| *m >= MIN_TUNED_MEMORY) {
+        let connections = inputs
+            .connections
+            .filter(|c| *c > 0)
+            .unwrap_or_else(|| max_connections(memory));
         // 25% of memory: the shared buffer pool; the kernel's page cache holds the rest.
         let shared = memory / 4;
         set("shared_buffers", pg_memory(shared));
@@ -115,15 +130,27 @@ mod tests {
             memory: Some(GIB),
             storage: Some(10 * GIB),
             instances: 2,
+            connections: None,
         });
         assert_eq!(p["shared_buffers"], "256MB");
         assert_eq!(p["effective_cache_size"], "768MB");
         assert_eq!(p["maintenance_work_mem"], "64MB");
         assert_eq!(p["work_mem"], "2MB");
-        assert_eq!(p["max_connections"], "100");
         assert_eq!(p["max_wal_size"], "2560MB");
         assert_eq!(p["min_wal_size"], "640MB");
         assert_eq!(p["max_wal_senders"], "10");
+    }
+
+    #[test]
+    fn work_mem_divides_by_the_resolved_connections() {
+        let p = derive(TuningInputs {
+            memory: Some(8 * GIB),
+            storage: None,
+            instances: 3,
+            connections: Some(300),
+        });
+        // (8 GiB - 2 GiB shared buffers) / (300 connections * 3 operations)
+        assert_eq!(p["work_mem"], "6MB");
     }
 
     #[test]
@@ -132,9 +159,14 @@ mod tests {
             memory: Some(256 * GIB),
             storage: Some(1 << 44),
             instances: 16,
+            connections: None,
         });
         assert_eq!(p["maintenance_work_mem"], "2048MB");
-        assert_eq!(p["max_connections"], "500");
+        assert_eq!(
+            derive_max_connections(Some(256 * GIB)).as_deref(),
+            Some("500")
+        );
+        assert_eq!(derive_max_connections(Some(MIB)), None);
         assert_eq!(p["max_wal_size"], "16384MB");
         assert_eq!(p["max_wal_senders"], "20");
     }
@@ -145,6 +177,7 @@ mod tests {
             memory: None,
             storage: None,
             instances: 1,
+            connections: None,
         });
         assert!(!p.contains_key("shared_buffers"));
         assert_eq!(p.len(), 2);

@@ -72,7 +72,7 @@ fn metadata(c: &PostgresCluster, e: &mut Errors) {
     }
     for (child, kind, max) in child_names(&name, &c.spec) {
         if child.len() > max {
-            let allowed = max - (child.len() - name.len());
+            let allowed = max.saturating_sub(child.len() - name.len());
             e.invalid_str(
                 &path,
                 &name,
@@ -320,7 +320,7 @@ fn patroni(s: &PostgresClusterSpec, e: &mut Errors) {
         _ => {}
     }
     if let Some(c) = pt.synchronous_node_count {
-        let max = (n - 1).max(1);
+        let max = n.saturating_sub(1).max(1);
         e.range(&p.child("synchronousNodeCount"), c, 1, max);
     }
 }

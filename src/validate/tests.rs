@@ -1,1 +1,1222 @@
+//! One test per rule: each starts from a valid resolved cluster, breaks one thing, and
+//! asserts the exact field path and the gist of the message.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::*;
+use crate::config::Config;
+use crate::resolve::resolve;
+
+fn cluster(yaml: &str) -> PostgresCluster {
+    let spec: PostgresClusterSpec = serde_yaml::from_str(yaml).unwrap();
+    PostgresCluster::new("demo", resolve(&spec, None, &Config::default()))
+}
+
+fn base() -> PostgresCluster {
+    cluster(
+        "instances: 3\nstorage: {size: 10Gi}\npatroni: {synchronousMode: sync}\ntls: {secretName: demo-cert}\nbackup: {pgbackrest: {repos: [{name: repo1, volume: {size: 10Gi}}]}}",
+    )
+}
+
+fn errors(c: &PostgresCluster, old: Option<&PostgresCluster>) -> Vec<String> {
+    validate(c, old)
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Breaks `base()` with `change` and expects exactly one error, at `path`, containing `gist`.
+#[track_caller]
+fn rejects(change: impl FnOnce(&mut PostgresCluster), path: &str, gist: &str) {
+    let mut c = base();
+    change(&mut c);
+    let errs = validate(&c, None).errors;
+    assert_eq!(
+        errs.len(),
+        1,
+        "expected one error at {path}, got {:#?}",
+        errs.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
+    assert_eq!(errs[0].path, path);
+    let text = errs[0].to_string();
+    assert!(text.contains(gist), "{text:?} does not contain {gist:?}");
+}
+
+/// Like `rejects`, for changes that also (rightly) trip other rules.
+#[track_caller]
+fn rejects_among(change: impl FnOnce(&mut PostgresCluster), path: &str, gist: &str) {
+    let mut c = base();
+    change(&mut c);
+    let errs = validate(&c, None).errors;
+    assert!(
+        errs.iter()
+            .any(|e| e.path == path && e.to_string().contains(gist)),
+        "no {gist:?} at {path} in {errs:#?}"
+    );
+}
+
+#[track_caller]
+fn warns(change: impl FnOnce(&mut PostgresCluster), gist: &str) {
+    let mut c = base();
+    change(&mut c);
+    let out = validate(&c, None);
+    assert_eq!(out.errors, vec![]);
+    assert!(
+        out.warnings.iter().any(|w| w.contains(gist)),
+        "{:?} has no {gist:?}",
+        out.warnings
+    );
+}
+
+fn params(c: &mut PostgresCluster) -> &mut BTreeMap<String, ParameterValue> {
+    c.spec
+        .postgresql
+        .as_mut()
+        .unwrap()
+        .parameters
+        .as_mut()
+        .unwrap()
+}
+
+fn set_param(c: &mut PostgresCluster, k: &str, v: &str) {
+    params(c).insert(k.into(), v.into());
+}
+
+fn repo(c: &mut PostgresCluster) -> &mut BackupRepo {
+    &mut c
+        .spec
+        .backup
+        .as_mut()
+        .unwrap()
+        .pgbackrest
+        .as_mut()
+        .unwrap()
+        .repos
+        .as_mut()
+        .unwrap()[0]
+}
+
+fn hba(c: &mut PostgresCluster, rules: &[&str]) {
+    c.spec.postgresql.as_mut().unwrap().pg_hba =
+        Some(rules.iter().map(|s| s.to_string()).collect());
+}
+
+#[test]
+fn the_base_is_valid_and_quiet() {
+    let out = validate(&base(), None);
+    assert_eq!(out, Outcome::default());
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let mut c = base();
+    c.spec.instances = Some(0);
+    c.spec.postgres_version = Some(13);
+    c.spec.storage.size = Quantity("lots".into());
+    let errs = errors(&c, None);
+    assert_eq!(
+        errs,
+        [
+            "spec.postgresVersion: Unsupported value: \"13\": supported values: \"14\", \"15\", \"16\", \"17\", \"18\"",
+            "spec.instances: Invalid value: 0: must be between 1 and 16",
+            "spec.storage.size: Invalid value: \"lots\": must start with a number",
+            // With no instances, synchronous replication has no standby either.
+            "spec.patroni.synchronousMode: Invalid value: \"sync\": needs at least 2 instances: there is no standby to wait for",
+            "spec.patroni.synchronousNodeCount: Invalid value: 1: must be between 1 and 1",
+        ]
+        .map(String::from)
+        .into_iter()
+        .filter(|e| !e.contains("synchronousNodeCount"))
+        .collect::<Vec<_>>()
+    );
+}
+
+// metadata
+
+#[test]
+fn name_must_be_dns_1035() {
+    rejects(
+        |c| c.metadata.name = Some("1st".into()),
+        "metadata.name",
+        "DNS-1035",
+    );
+    rejects(
+        |c| c.metadata.name = Some("Main".into()),
+        "metadata.name",
+        "DNS-1035",
+    );
+    rejects(
+        |c| c.metadata.name = None,
+        "metadata.name",
+        "Required value",
+    );
+}
+
+#[test]
+fn name_must_leave_room_for_child_names() {
+    rejects(
+        |c| c.metadata.name = Some("a".repeat(53)),
+        "metadata.name",
+        "StatefulSet",
+    );
+    // The backup CronJob `NAME-backup-repo1-full` is the tightest limit (52).
+    rejects(
+        |c| c.metadata.name = Some("a".repeat(35)),
+        "metadata.name",
+        "must be no more than 34 characters",
+    );
+    let mut c = base();
+    c.metadata.name = Some("a".repeat(34));
+    assert_eq!(errors(&c, None), Vec::<String>::new());
+}
+
+#[test]
+fn generate_name_is_checked_with_its_suffix() {
+    rejects(
+        |c| {
+            c.metadata.name = None;
+            c.metadata.generate_name = Some("a".repeat(32));
+        },
+        "metadata.generateName",
+        "no more than",
+    );
+}
+
+// spec scalars
+
+#[test]
+fn version_image_instances() {
+    rejects(
+        |c| c.spec.postgres_version = Some(19),
+        "spec.postgresVersion",
+        "Unsupported value: \"19\"",
+    );
+    rejects(
+        |c| c.spec.image = Some("bad image".into()),
+        "spec.image",
+        "container image reference",
+    );
+    rejects(
+        |c| c.spec.image = Some(String::new()),
+        "spec.image",
+        "container image reference",
+    );
+    rejects_among(
+        |c| c.spec.instances = Some(17),
+        "spec.instances",
+        "between 1 and 16",
+    );
+    warns(
+        |c| c.spec.image = Some("example.com/pg".into()),
+        "no fixed tag or digest",
+    );
+    warns(
+        |c| c.spec.image = Some("example.com/pg:latest".into()),
+        "no fixed tag or digest",
+    );
+}
+
+#[test]
+fn storage() {
+    rejects(
+        |c| c.spec.storage.size = Quantity("500Mi".into()),
+        "spec.storage.size",
+        "at least 1Gi",
+    );
+    rejects(
+        |c| c.spec.storage.size = Quantity("10GB!".into()),
+        "spec.storage.size",
+        "unknown suffix",
+    );
+    rejects(
+        |c| c.spec.storage.storage_class_name = Some("Fast SSD".into()),
+        "spec.storage.storageClassName",
+        "StorageClass name",
+    );
+}
+
+#[test]
+fn resources() {
+    let set = |c: &mut PostgresCluster, which: &str, k: &str, v: &str| {
+        let r = c.spec.resources.as_mut().unwrap();
+        let m = if which == "requests" {
+            r.requests.as_mut()
+        } else {
+            r.limits.as_mut()
+        };
+        m.unwrap().insert(k.into(), Quantity(v.into()));
+    };
+    rejects(
+        |c| set(c, "requests", "memory", "2Gi"),
+        "spec.resources.requests[memory]",
+        "less than or equal to the memory limit of 1Gi",
+    );
+    rejects(
+        |c| set(c, "requests", "cpu", "0"),
+        "spec.resources.requests[cpu]",
+        "greater than zero",
+    );
+    rejects(
+        |c| set(c, "limits", "cpu", "many"),
+        "spec.resources.limits[cpu]",
+        "must start with a number",
+    );
+    rejects(
+        |c| {
+            set(c, "requests", "memory", "128Mi");
+            set(c, "limits", "memory", "128Mi");
+            set_param(c, "shared_buffers", "32MB");
+        },
+        "spec.resources.requests[memory]",
+        "at least 256Mi",
+    );
+}
+
+// postgresql.parameters
+
+#[test]
+fn operator_owned_parameters_are_forbidden() {
+    for name in [
+        "port",
+        "listen_addresses",
+        "archive_command",
+        "restore_command",
+        "primary_conninfo",
+        "data_directory",
+        "ssl",
+        "ssl_cert_file",
+        "synchronous_standby_names",
+    ] {
+        rejects(
+            |c| set_param(c, name, "x"),
+            &format!("spec.postgresql.parameters[{name}]"),
+            "Forbidden: managed by the operator",
+        );
+    }
+}
+
+#[test]
+fn parameter_names_and_values() {
+    rejects(
+        |c| set_param(c, "Shared Buffers", "1"),
+        "spec.postgresql.parameters[Shared Buffers]",
+        "parameter name",
+    );
+    rejects(
+        |c| set_param(c, "a.b.c", "1"),
+        "spec.postgresql.parameters[a.b.c]",
+        "parameter name",
+    );
+    rejects(
+        |c| set_param(c, "search_path", "a\nport = 1"),
+        "spec.postgresql.parameters[search_path]",
+        "control characters",
+    );
+    rejects(
+        |c| set_param(c, "search_path", &"x".repeat(5000)),
+        "spec.postgresql.parameters[search_path]",
+        "at most 4096 bytes",
+    );
+    let mut c = base();
+    set_param(&mut c, "pg_stat_statements.track", "all");
+    assert_eq!(errors(&c, None), Vec::<String>::new());
+}
+
+#[test]
+fn ha_parameters_cannot_be_weakened() {
+    rejects(
+        |c| set_param(c, "wal_level", "minimal"),
+        "spec.postgresql.parameters[wal_level]",
+        "supported values: \"replica\", \"logical\"",
+    );
+    rejects(
+        |c| set_param(c, "hot_standby", "off"),
+        "spec.postgresql.parameters[hot_standby]",
+        "must be on",
+    );
+    rejects(
+        |c| set_param(c, "wal_log_hints", "off"),
+        "spec.postgresql.parameters[wal_log_hints]",
+        "must be on",
+    );
+    rejects(
+        |c| set_param(c, "password_encryption", "md5"),
+        "spec.postgresql.parameters[password_encryption]",
+        "scram-sha-256",
+    );
+    rejects(
+        |c| set_param(c, "max_wal_senders", "3"),
+        "spec.postgresql.parameters[max_wal_senders]",
+        "at least 4",
+    );
+    rejects(
+        |c| set_param(c, "max_replication_slots", "x"),
+        "spec.postgresql.parameters[max_replication_slots]",
+        "whole number",
+    );
+    rejects(
+        |c| set_param(c, "max_connections", "5"),
+        "spec.postgresql.parameters[max_connections]",
+        "between 10 and 262143",
+    );
+    let mut c = base();
+    set_param(&mut c, "hot_standby", "true");
+    set_param(&mut c, "wal_level", "logical");
+    assert_eq!(errors(&c, None), Vec::<String>::new());
+}
+
+#[test]
+fn memory_parameters() {
+    rejects(
+        |c| set_param(c, "work_mem", "lots"),
+        "spec.postgresql.parameters[work_mem]",
+        "must be a size",
+    );
+    rejects(
+        |c| set_param(c, "shared_buffers", "1GB"),
+        "spec.postgresql.parameters[shared_buffers]",
+        "smaller than the memory limit of 1Gi",
+    );
+    rejects(
+        |c| set_param(c, "shared_buffers", "131072"),
+        "spec.postgresql.parameters[shared_buffers]",
+        "smaller than the memory limit",
+    );
+}
+
+#[test]
+fn too_many_parameters() {
+    rejects(
+        |c| {
+            for i in 0..500 {
+                set_param(c, &format!("custom.p{i}"), "1");
+            }
+        },
+        "spec.postgresql.parameters",
+        "Too many",
+    );
+}
+
+// pg_hba
+
+#[test]
+fn pg_hba_rules() {
+    let p = "spec.postgresql.pgHba";
+    let ok = "hostssl replication pgpilot_replication all scram-sha-256";
+    rejects(
+        |c| hba(c, &[ok, "host all all 0.0.0.0/0 trust"]),
+        &format!("{p}[1]"),
+        "trust over the network",
+    );
+    rejects(
+        |c| hba(c, &[ok, "hots all all all md5"]),
+        &format!("{p}[1]"),
+        "connection type",
+    );
+    rejects(
+        |c| hba(c, &[ok, "host all all"]),
+        &format!("{p}[1]"),
+        "missing fields",
+    );
+    rejects(
+        |c| hba(c, &[ok, "host all all all magic"]),
+        &format!("{p}[1]"),
+        "not an authentication method",
+    );
+    rejects(
+        |c| hba(c, &[ok, "include_dir /etc"]),
+        &format!("{p}[1]"),
+        "include",
+    );
+    rejects(
+        |c| hba(c, &[ok, ""]),
+        &format!("{p}[1]"),
+        "must not be empty",
+    );
+    rejects(|c| hba(c, &[ok, "# note"]), &format!("{p}[1]"), "comments");
+    rejects(
+        |c| hba(c, &[ok, "host all all all md5\nlocal all all trust"]),
+        &format!("{p}[1]"),
+        "one line",
+    );
+    rejects(
+        |c| hba(c, &["hostssl all all all scram-sha-256"]),
+        p,
+        "must allow remote replication",
+    );
+    rejects(
+        |c| {
+            c.spec.tls = None;
+            hba(
+                c,
+                &[
+                    "host replication all 10.0.0.0 255.0.0.0 scram-sha-256",
+                    "hostssl all all all scram-sha-256",
+                ],
+            );
+        },
+        &format!("{p}[1]"),
+        "hostssl rules need spec.tls",
+    );
+    warns(
+        |c| hba(c, &[ok, "host all all 10.0.0.0/8 password"]),
+        "clear text",
+    );
+}
+
+// patroni
+
+#[test]
+fn patroni_timings() {
+    rejects(
+        |c| c.spec.patroni.as_mut().unwrap().ttl = Some(25),
+        "spec.patroni.ttl",
+        "at least loopWait + 2 * retryTimeout = 30",
+    );
+    rejects(
+        |c| c.spec.patroni.as_mut().unwrap().ttl = Some(5000),
+        "spec.patroni.ttl",
+        "between 20 and 3600",
+    );
+    rejects(
+        |c| c.spec.patroni.as_mut().unwrap().loop_wait = Some(0),
+        "spec.patroni.loopWait",
+        "between 1 and 3600",
+    );
+    rejects(
+        |c| c.spec.patroni.as_mut().unwrap().retry_timeout = Some(2),
+        "spec.patroni.retryTimeout",
+        "between 3 and 3600",
+    );
+    rejects(
+        |c| c.spec.patroni.as_mut().unwrap().maximum_lag_on_failover = Some(-1),
+        "spec.patroni.maximumLagOnFailover",
+        "zero or more",
+    );
+    rejects(
+        |c| c.spec.patroni.as_mut().unwrap().synchronous_node_count = Some(3),
+        "spec.patroni.synchronousNodeCount",
+        "between 1 and 2",
+    );
+}
+
+#[test]
+fn synchronous_mode_needs_a_standby() {
+    rejects(
+        |c| {
+            c.spec.instances = Some(1);
+            c.spec
+                .postgresql
+                .as_mut()
+                .unwrap()
+                .parameters
+                .as_mut()
+                .unwrap()
+                .insert("max_wal_senders".into(), "10".into());
+        },
+        "spec.patroni.synchronousMode",
+        "needs at least 2 instances",
+    );
+    warns(
+        |c| c.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Async),
+        "async with 3 instances",
+    );
+    warns(
+        |c| {
+            c.spec.instances = Some(2);
+            c.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Strict);
+        },
+        "strict with 2 instances",
+    );
+}
+
+// users and databases
+
+fn user(name: &str, options: &[&str], databases: &[&str]) -> User {
+    User {
+        name: name.into(),
+        options: Some(options.iter().map(|s| s.to_string()).collect()),
+        databases: Some(databases.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+#[test]
+fn user_names() {
+    let p = "spec.users[0].name";
+    rejects(
+        |c| c.spec.users = Some(vec![user("App", &["LOGIN"], &[])]),
+        p,
+        "lower-case letters",
+    );
+    rejects(
+        |c| c.spec.users = Some(vec![user("a-b", &["LOGIN"], &[])]),
+        p,
+        "lower-case letters",
+    );
+    rejects(
+        |c| c.spec.users = Some(vec![user(&"a".repeat(64), &["LOGIN"], &[])]),
+        p,
+        "at most 63",
+    );
+    for reserved in ["postgres", "pg_monitor", "pgpilot_pooler", "public"] {
+        rejects(
+            |c| c.spec.users = Some(vec![user(reserved, &["LOGIN"], &[])]),
+            p,
+            "reserved",
+        );
+    }
+    rejects(
+        |c| c.spec.users = Some(vec![user("app_", &["LOGIN"], &[])]),
+        p,
+        "must not end with '_'",
+    );
+    rejects(
+        |c| {
+            c.spec.users = Some(vec![
+                user("app", &["LOGIN"], &[]),
+                user("app", &["LOGIN"], &[]),
+            ])
+        },
+        "spec.users[1].name",
+        "Duplicate value: \"app\"",
+    );
+}
+
+#[test]
+fn user_options() {
+    fn u(opts: &'static [&'static str]) -> impl FnOnce(&mut PostgresCluster) {
+        move |c| c.spec.users = Some(vec![user("app", opts, &[])])
+    }
+    rejects(
+        u(&["LOGIN", "PASSWORD 'x'"]),
+        "spec.users[0].options[1]",
+        "passwords are generated",
+    );
+    rejects(
+        u(&["LOGIN", "LOGIN; DROP TABLE x"]),
+        "spec.users[0].options[1]",
+        "Unsupported value",
+    );
+    rejects(
+        u(&["LOGIN", "NOLOGIN"]),
+        "spec.users[0].options[1]",
+        "contradicts LOGIN",
+    );
+    rejects(
+        u(&["LOGIN", "login"]),
+        "spec.users[0].options[1]",
+        "Duplicate value",
+    );
+    rejects(
+        u(&["LOGIN", "CONNECTION LIMIT many"]),
+        "spec.users[0].options[1]",
+        "CONNECTION LIMIT needs a whole number",
+    );
+    warns(u(&["LOGIN", "SUPERUSER"]), "superuser bypasses");
+    warns(u(&["CREATEDB"]), "no LOGIN option");
+    let mut c = base();
+    u(&["login", "connection   limit 5", "NOINHERIT"])(&mut c);
+    assert_eq!(errors(&c, None), Vec::<String>::new());
+}
+
+#[test]
+fn user_databases_must_exist() {
+    rejects(
+        |c| c.spec.users = Some(vec![user("app", &["LOGIN"], &["shop"])]),
+        "spec.users[0].databases[0]",
+        "Not found: \"shop\"",
+    );
+    rejects(
+        |c| {
+            c.spec.databases = Some(vec![Database {
+                name: "shop".into(),
+                owner: Some("postgres".into()),
+            }]);
+            c.spec.users = Some(vec![user("app", &["LOGIN"], &["shop", "shop"])]);
+        },
+        "spec.users[0].databases[1]",
+        "Duplicate",
+    );
+}
+
+#[test]
+fn databases() {
+    let db = |name: &str, owner: &str| Database {
+        name: name.into(),
+        owner: Some(owner.into()),
+    };
+    rejects(
+        |c| c.spec.databases = Some(vec![db("Shop", "postgres")]),
+        "spec.databases[0].name",
+        "lower-case",
+    );
+    rejects(
+        |c| c.spec.databases = Some(vec![db("template1", "postgres")]),
+        "spec.databases[0].name",
+        "already exists",
+    );
+    rejects(
+        |c| c.spec.databases = Some(vec![db("shop", "postgres"), db("shop", "postgres")]),
+        "spec.databases[1].name",
+        "Duplicate",
+    );
+    rejects(
+        |c| c.spec.databases = Some(vec![db("shop", "nobody")]),
+        "spec.databases[0].owner",
+        "Not found: \"nobody\"",
+    );
+}
+
+// backup
+
+#[test]
+fn repositories() {
+    let rp = "spec.backup.pgbackrest.repos[0]";
+    rejects(
+        |c| repo(c).name = "repo5".into(),
+        &format!("{rp}.name"),
+        "Unsupported value: \"repo5\"",
+    );
+    rejects(
+        |c| repo(c).volume = None,
+        rp,
+        "Required value: one of s3, gcs, azure or volume",
+    );
+    rejects(
+        |c| {
+            repo(c).gcs = Some(GcsRepo {
+                bucket: "b".into(),
+                credentials_secret: None,
+            })
+        },
+        rp,
+        "only one of",
+    );
+    rejects(
+        |c| repo(c).volume.as_mut().unwrap().size = None,
+        &format!("{rp}.volume.size"),
+        "needs a size",
+    );
+    rejects(
+        |c| repo(c).volume.as_mut().unwrap().size = Some(Quantity("1Mi".into())),
+        &format!("{rp}.volume.size"),
+        "at least 1Gi",
+    );
+    rejects(
+        |c| {
+            let r = repo(c).clone();
+            c.spec
+                .backup
+                .as_mut()
+                .unwrap()
+                .pgbackrest
+                .as_mut()
+                .unwrap()
+                .repos
+                .as_mut()
+                .unwrap()
+                .push(r);
+        },
+        "spec.backup.pgbackrest.repos[1].name",
+        "Duplicate",
+    );
+    rejects_among(
+        |c| {
+            let r = repo(c).clone();
+            let repos = c
+                .spec
+                .backup
+                .as_mut()
+                .unwrap()
+                .pgbackrest
+                .as_mut()
+                .unwrap()
+                .repos
+                .as_mut()
+                .unwrap();
+            for n in 2..=5 {
+                repos.push(BackupRepo {
+                    name: format!("repo{n}"),
+                    ..r.clone()
+                });
+            }
+            repos[4].name = "repo1".into();
+        },
+        "spec.backup.pgbackrest.repos",
+        "Too many: 5",
+    );
+    warns(
+        |c| {
+            c.spec
+                .backup
+                .as_mut()
+                .unwrap()
+                .pgbackrest
+                .as_mut()
+                .unwrap()
+                .repos = Some(vec![])
+        },
+        "no backup repository",
+    );
+}
+
+#[test]
+fn object_store_repositories() {
+    let s3 = |c: &mut PostgresCluster| {
+        repo(c).volume = None;
+        repo(c).s3 = Some(S3Repo {
+            bucket: "my-bucket".into(),
+            endpoint: "s3.amazonaws.com".into(),
+            region: "us-east-1".into(),
+            credentials_secret: Some("creds".into()),
+        });
+    };
+    let rp = "spec.backup.pgbackrest.repos[0].s3";
+    rejects(
+        |c| {
+            s3(c);
+            repo(c).s3.as_mut().unwrap().bucket = "B".into()
+        },
+        &format!("{rp}.bucket"),
+        "S3 bucket name",
+    );
+    rejects(
+        |c| {
+            s3(c);
+            repo(c).s3.as_mut().unwrap().endpoint = "https://s3.amazonaws.com".into()
+        },
+        &format!("{rp}.endpoint"),
+        "without a scheme",
+    );
+    rejects(
+        |c| {
+            s3(c);
+            repo(c).s3.as_mut().unwrap().endpoint = "minio:99999".into()
+        },
+        &format!("{rp}.endpoint"),
+        "host name",
+    );
+    rejects(
+        |c| {
+            s3(c);
+            repo(c).s3.as_mut().unwrap().region = String::new()
+        },
+        &format!("{rp}.region"),
+        "region",
+    );
+    rejects(
+        |c| {
+            s3(c);
+            repo(c).s3.as_mut().unwrap().credentials_secret = Some("_x".into())
+        },
+        &format!("{rp}.credentialsSecret"),
+        "Secret name",
+    );
+    let az = |c: &mut PostgresCluster| {
+        repo(c).volume = None;
+        repo(c).azure = Some(AzureRepo {
+            account: "Acct".into(),
+            container: "backups".into(),
+            credentials_secret: "az".into(),
+        });
+    };
+    rejects(
+        az,
+        "spec.backup.pgbackrest.repos[0].azure.account",
+        "storage account",
+    );
+    let gcs = |c: &mut PostgresCluster| {
+        repo(c).volume = None;
+        repo(c).gcs = Some(GcsRepo {
+            bucket: "a/b".into(),
+            credentials_secret: None,
+        });
+    };
+    rejects(
+        gcs,
+        "spec.backup.pgbackrest.repos[0].gcs.bucket",
+        "bucket name",
+    );
+}
+
+#[test]
+fn schedules_and_retention() {
+    let sp = "spec.backup.pgbackrest.repos[0].schedules";
+    rejects(
+        |c| repo(c).schedules.as_mut().unwrap().full = Some("0 25 * * *".into()),
+        &format!("{sp}.full"),
+        "hour field",
+    );
+    rejects(
+        |c| repo(c).schedules.as_mut().unwrap().incremental = Some("hourly".into()),
+        &format!("{sp}.incremental"),
+        "must have 5 fields",
+    );
+    rejects(
+        |c| repo(c).retention.as_mut().unwrap().full = Some(0),
+        "spec.backup.pgbackrest.repos[0].retention.full",
+        "between 1 and 9999999",
+    );
+    warns(
+        |c| repo(c).schedules = Some(BackupSchedules::default()),
+        "only WAL is archived",
+    );
+    warns(
+        |c| repo(c).schedules.as_mut().unwrap().full = None,
+        "no full backup schedule",
+    );
+}
+
+// pooler, exporter, tls, scheduling, service
+
+#[test]
+fn pooler() {
+    let on = |c: &mut PostgresCluster| {
+        let s = resolve(
+            &PostgresClusterSpec {
+                pooler: Some(PoolerSpec {
+                    enabled: Some(true),
+                    ..Default::default()
+                }),
+                ..c.spec.clone()
+            },
+            None,
+            &Config::default(),
+        );
+        c.spec = s;
+    };
+    rejects(
+        |c| {
+            on(c);
+            c.spec.pooler.as_mut().unwrap().instances = Some(0)
+        },
+        "spec.pooler.instances",
+        "between 1 and 32",
+    );
+    rejects(
+        |c| {
+            on(c);
+            c.spec.pooler.as_mut().unwrap().max_client_connections = Some(0)
+        },
+        "spec.pooler.maxClientConnections",
+        "between 1",
+    );
+    rejects(
+        |c| {
+            on(c);
+            c.spec.pooler.as_mut().unwrap().default_pool_size = Some(100)
+        },
+        "spec.pooler.defaultPoolSize",
+        "less than max_connections (100)",
+    );
+    rejects(
+        |c| {
+            on(c);
+            c.spec.pooler.as_mut().unwrap().image = Some("x y".into())
+        },
+        "spec.pooler.image",
+        "image reference",
+    );
+    warns(
+        |c| {
+            on(c);
+            c.spec.pooler.as_mut().unwrap().mode = Some(PoolMode::Statement)
+        },
+        "statement pooling",
+    );
+}
+
+#[test]
+fn exporter() {
+    rejects(
+        |c| {
+            c.spec
+                .monitoring
+                .as_mut()
+                .unwrap()
+                .exporter
+                .as_mut()
+                .unwrap()
+                .port = Some(8008)
+        },
+        "spec.monitoring.exporter.port",
+        "used by PostgreSQL, Patroni or pgBackRest",
+    );
+    rejects(
+        |c| {
+            c.spec
+                .monitoring
+                .as_mut()
+                .unwrap()
+                .exporter
+                .as_mut()
+                .unwrap()
+                .port = Some(80)
+        },
+        "spec.monitoring.exporter.port",
+        "between 1024 and 65535",
+    );
+}
+
+#[test]
+fn tls() {
+    let issuer = |kind: &str| IssuerRef {
+        name: "ca".into(),
+        kind: Some(kind.into()),
+        group: Some("cert-manager.io".into()),
+    };
+    rejects(
+        |c| c.spec.tls.as_mut().unwrap().issuer_ref = Some(issuer("Issuer")),
+        "spec.tls.secretName",
+        "together with issuerRef",
+    );
+    rejects_among(
+        |c| c.spec.tls = Some(TlsSpec::default()),
+        "spec.tls",
+        "one of issuerRef or secretName",
+    );
+    rejects(
+        |c| {
+            c.spec.tls = Some(TlsSpec {
+                issuer_ref: Some(issuer("Vault")),
+                secret_name: None,
+            })
+        },
+        "spec.tls.issuerRef.kind",
+        "Unsupported value: \"Vault\"",
+    );
+    rejects(
+        |c| c.spec.tls.as_mut().unwrap().secret_name = Some("A".into()),
+        "spec.tls.secretName",
+        "Secret name",
+    );
+    warns(
+        |c| {
+            c.spec.tls = None;
+            hba(c, &["host replication all all scram-sha-256"])
+        },
+        "no TLS",
+    );
+}
+
+#[test]
+fn scheduling() {
+    let sp = "spec.scheduling";
+    rejects(
+        |c| {
+            c.spec.scheduling.as_mut().unwrap().node_selector =
+                Some(BTreeMap::from([("bad key!".into(), "x".into())]))
+        },
+        &format!("{sp}.nodeSelector[bad key!]"),
+        "label key",
+    );
+    rejects(
+        |c| {
+            c.spec.scheduling.as_mut().unwrap().node_selector =
+                Some(BTreeMap::from([("disk".into(), "-ssd".into())]))
+        },
+        &format!("{sp}.nodeSelector[disk]"),
+        "label value",
+    );
+    let tol = |op: &str, value: Option<&str>, effect: &str, secs: Option<i64>| Toleration {
+        key: Some("dedicated".into()),
+        operator: Some(op.into()),
+        value: value.map(Into::into),
+        effect: Some(effect.into()),
+        toleration_seconds: secs,
+    };
+    rejects(
+        |c| {
+            c.spec.scheduling.as_mut().unwrap().tolerations =
+                Some(vec![tol("Maybe", None, "NoSchedule", None)])
+        },
+        &format!("{sp}.tolerations[0].operator"),
+        "Unsupported value",
+    );
+    rejects(
+        |c| {
+            c.spec.scheduling.as_mut().unwrap().tolerations =
+                Some(vec![tol("Exists", Some("db"), "NoSchedule", None)])
+        },
+        &format!("{sp}.tolerations[0].value"),
+        "must be empty",
+    );
+    rejects(
+        |c| {
+            c.spec.scheduling.as_mut().unwrap().tolerations =
+                Some(vec![tol("Equal", Some("db"), "Sometimes", None)])
+        },
+        &format!("{sp}.tolerations[0].effect"),
+        "Unsupported value",
+    );
+    rejects(
+        |c| {
+            c.spec.scheduling.as_mut().unwrap().tolerations =
+                Some(vec![tol("Equal", Some("db"), "NoSchedule", Some(5))])
+        },
+        &format!("{sp}.tolerations[0].tolerationSeconds"),
+        "NoExecute",
+    );
+    let tsc = |skew: i32, key: &str, when: &str| TopologySpreadConstraint {
+        max_skew: skew,
+        topology_key: key.into(),
+        when_unsatisfiable: when.into(),
+        ..Default::default()
+    };
+    rejects(
+        |c| {
+            c.spec
+                .scheduling
+                .as_mut()
+                .unwrap()
+                .topology_spread_constraints = Some(vec![tsc(0, "zone", "DoNotSchedule")])
+        },
+        &format!("{sp}.topologySpreadConstraints[0].maxSkew"),
+        "at least 1",
+    );
+    rejects(
+        |c| {
+            c.spec
+                .scheduling
+                .as_mut()
+                .unwrap()
+                .topology_spread_constraints = Some(vec![tsc(1, "", "DoNotSchedule")])
+        },
+        &format!("{sp}.topologySpreadConstraints[0].topologyKey"),
+        "node label key",
+    );
+    rejects(
+        |c| {
+            c.spec
+                .scheduling
+                .as_mut()
+                .unwrap()
+                .topology_spread_constraints = Some(vec![tsc(1, "zone", "Always")])
+        },
+        &format!("{sp}.topologySpreadConstraints[0].whenUnsatisfiable"),
+        "Unsupported value",
+    );
+    rejects(
+        |c| c.spec.scheduling.as_mut().unwrap().priority_class_name = Some("High!".into()),
+        &format!("{sp}.priorityClassName"),
+        "PriorityClass",
+    );
+}
+
+#[test]
+fn service() {
+    let sp = "spec.service";
+    rejects(
+        |c| {
+            c.spec.service.as_mut().unwrap().load_balancer_source_ranges =
+                Some(vec!["10.0.0.0/8".into()])
+        },
+        &format!("{sp}.loadBalancerSourceRanges"),
+        "only applies to type LoadBalancer",
+    );
+    rejects(
+        |c| {
+            let s = c.spec.service.as_mut().unwrap();
+            s.type_ = Some(ServiceType::LoadBalancer);
+            s.load_balancer_source_ranges = Some(vec!["10.0.0.0/33".into()]);
+        },
+        &format!("{sp}.loadBalancerSourceRanges[0]"),
+        "CIDR",
+    );
+    rejects(
+        |c| {
+            c.spec.service.as_mut().unwrap().annotations =
+                Some(BTreeMap::from([("/x".into(), "y".into())]))
+        },
+        &format!("{sp}.annotations[/x]"),
+        "qualified name",
+    );
+}
+
+#[test]
+fn single_instance_warns() {
+    warns(
+        |c| {
+            c.spec.instances = Some(1);
+            c.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Async);
+        },
+        "a single instance has no failover",
+    );
+}
+
+// updates
+
+#[track_caller]
+fn rejects_update(change: impl FnOnce(&mut PostgresCluster), path: &str, gist: &str) {
+    let old = base();
+    let mut new = old.clone();
+    change(&mut new);
+    let errs = validate(&new, Some(&old)).errors;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, path);
+    assert!(errs[0].to_string().contains(gist), "{}", errs[0]);
+}
+
+#[test]
+fn update_rules() {
+    rejects_update(
+        |c| c.spec.postgres_version = Some(17),
+        "spec.postgresVersion",
+        "cannot change from 18 to 17",
+    );
+    rejects_update(
+        |c| c.spec.storage.size = Quantity("5Gi".into()),
+        "spec.storage.size",
+        "cannot shrink from 10Gi to 5Gi",
+    );
+    rejects_update(
+        |c| c.spec.storage.storage_class_name = Some("fast".into()),
+        "spec.storage.storageClassName",
+        "immutable (was null",
+    );
+    rejects_update(
+        |c| repo(c).volume.as_mut().unwrap().size = Some(Quantity("9Gi".into())),
+        "spec.backup.pgbackrest.repos[0].volume.size",
+        "cannot shrink",
+    );
+    rejects_update(
+        |c| {
+            repo(c).volume = None;
+            repo(c).gcs = Some(GcsRepo {
+                bucket: "b".into(),
+                credentials_secret: None,
+            });
+        },
+        "spec.backup.pgbackrest.repos[0]",
+        "cannot move from volume to gcs",
+    );
+}
+
+#[test]
+fn a_renamed_object_store_repository_is_rejected() {
+    let mut old = base();
+    repo(&mut old).volume = None;
+    repo(&mut old).gcs = Some(GcsRepo {
+        bucket: "b".into(),
+        credentials_secret: None,
+    });
+    let mut new = old.clone();
+    repo(&mut new).name = "repo2".into();
+    let errs = errors(&new, Some(&old));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("spec.backup.pgbackrest.repos[0].name: Invalid value: \"repo2\": this repository was named \"repo1\""), "{}", errs[0]);
+}
+
+#[test]
+fn allowed_updates() {
+    let old = base();
+    let mut new = old.clone();
+    new.spec.storage.size = Quantity("20Gi".into());
+    new.spec.image = Some("ghcr.io/pgpilot/postgres:18.2".into());
+    new.spec.instances = Some(2);
+    assert_eq!(errors(&new, Some(&old)), Vec::<String>::new());
+}
