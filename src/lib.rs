@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod manifest;
 pub mod names;
+pub mod render;
 pub mod quantity;
 pub mod resolve;
 pub mod validate;

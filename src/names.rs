@@ -22,6 +22,9 @@ pub const PATRONI_PORT: i32 = 8008;
 pub const PGBACKREST_PORT: i32 = 8432;
 pub const RESERVED_PORTS: [i32; 3] = [POSTGRES_PORT, PATRONI_PORT, PGBACKREST_PORT];
 
+/// Common name of the certificate pgBackRest's TLS servers accept from clients.
+pub const PGBACKREST_CLIENT_CN: &str = "pgbackrest";
+
 /// Length of the hash in a roles Job's name.
 pub const ROLES_HASH_LEN: usize = 10;
 
@@ -46,6 +49,14 @@ pub fn patroni_api_secret(cluster: &str) -> String {
 }
 pub fn pgbackrest(cluster: &str) -> String {
     format!("{cluster}-pgbackrest")
+}
+/// pgBackRest's repository host (StatefulSet and its headless Service).
+pub fn repo_host(cluster: &str) -> String {
+    format!("{cluster}-repo-host")
+}
+/// Certificates for pgBackRest's TLS server, generated once by the controller.
+pub fn pgbackrest_tls_secret(cluster: &str) -> String {
+    format!("{cluster}-pgbackrest-tls")
 }
 pub fn superuser_secret(cluster: &str) -> String {
     format!("{cluster}-superuser")

@@ -1,0 +1,266 @@
+//! pgBackRest's repository host (`C-repo-host`: StatefulSet and headless Service) and the
+//! backup CronJobs `C-backup-REPO-full|diff|incr`. See `pgbackrest.rs` for why backups run
+//! from a repository host rather than by exec into the primary.
+
+use serde_json::{Value, json};
+
+use super::patroni::{STANZA, has_repos};
+use super::pgbackrest::{REPO_HOST_CONF, VOLUME_ROOT, repo_index, repos};
+use super::pod::{container_security, pod_security, secret_env, tmp_volume};
+use super::{Cluster, RenderError, Rendered, build, component, need};
+use crate::api::BackupRepo;
+use crate::names::{self, BackupType};
+
+/// Volumes, mounts and credentials a repository-host process needs: the repository
+/// volumes, the object-store keys, its configuration and TLS files.
+struct RepoAccess {
+    volumes: Vec<Value>,
+    mounts: Vec<Value>,
+    env: Vec<Value>,
+}
+
+fn repo_access(
+    c: &Cluster,
+    claims: impl Fn(&BackupRepo) -> Value,
+) -> Result<RepoAccess, RenderError> {
+    let mut a = RepoAccess {
+        volumes: vec![
+            json!({ "name": "pgbackrest-config", "configMap": { "name": names::pgbackrest(c.name), "items": [{ "key": REPO_HOST_CONF, "path": "pgbackrest.conf" }] } }),
+            json!({ "name": "pgbackrest-tls", "secret": { "secretName": names::pgbackrest_tls_secret(c.name), "defaultMode": 0o640 } }),
+            tmp_volume(),
+        ],
+        mounts: vec![
+            json!({ "name": "pgbackrest-config", "mountPath": super::PGBACKREST_CONFIG_DIR, "readOnly": true }),
+            json!({ "name": "pgbackrest-tls", "mountPath": super::PGBACKREST_TLS_DIR, "readOnly": true }),
+            json!({ "name": "tmp", "mountPath": "/tmp" }),
+        ],
+        env: Vec::new(),
+    };
+    for repo in repos(c) {
+        let n = repo_index(repo)?;
+        let p = format!("repo{n}");
+        let upper = p.to_uppercase();
+        if let Some(s3) = &repo.s3
+            && let Some(secret) = &s3.credentials_secret
+        {
+            a.env.push(secret_env(
+                &format!("PGBACKREST_{upper}_S3_KEY"),
+                secret,
+                "key",
+            ));
+            a.env.push(secret_env(
+                &format!("PGBACKREST_{upper}_S3_KEY_SECRET"),
+                secret,
+                "keySecret",
+            ));
+        }
+        if let Some(az) = &repo.azure {
+            a.env.push(secret_env(
+                &format!("PGBACKREST_{upper}_AZURE_KEY"),
+                &az.credentials_secret,
+                "key",
+            ));
+        }
+        if let Some(secret) = repo
+            .gcs
+            .as_ref()
+            .and_then(|g| g.credentials_secret.as_ref())
+        {
+            a.volumes.push(json!({ "name": format!("{p}-key"), "secret": { "secretName": secret, "items": [{ "key": "key.json", "path": "key.json" }] } }));
+            a.mounts.push(json!({ "name": format!("{p}-key"), "mountPath": format!("/etc/pgbackrest/{p}"), "readOnly": true }));
+        }
+        if repo.volume.is_some() {
+            a.volumes.push(claims(repo));
+            a.mounts
+                .push(json!({ "name": p, "mountPath": format!("{VOLUME_ROOT}/{p}") }));
+        }
+    }
+    Ok(a)
+}
+
+pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
+    if !has_repos(c) {
+        return Ok(());
+    }
+    let pb = c
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.pgbackrest.as_ref())
+        .ok_or(RenderError::NotResolved("spec.backup.pgbackrest"))?;
+    let image = need(&pb.image, "spec.backup.pgbackrest.image")?;
+    let host = names::repo_host(c.name);
+
+    // In the StatefulSet, volume repositories are claim templates; jobs use the same claims.
+    let in_sts = repo_access(c, |_| Value::Null)?;
+    let mut sts_volumes = in_sts.volumes;
+    sts_volumes.retain(|v| !v.is_null());
+    let claim_templates: Vec<Value> = repos(c)
+        .iter()
+        .filter_map(|r| {
+            let v = r.volume.as_ref()?;
+            let mut claim = json!({
+                "metadata": { "name": r.name, "labels": c.labels(component::REPO_HOST) },
+                "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": v.size } } }
+            });
+            if let Some(class) = &v.storage_class_name {
+                claim["spec"]["storageClassName"] = json!(class);
+            }
+            Some(claim)
+        })
+        .collect();
+
+    out.services.push(build(
+        "Service",
+        json!({
+            "metadata": c.meta(host.clone(), component::REPO_HOST),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": c.selector(component::REPO_HOST),
+                "ports": [{ "name": "pgbackrest", "port": names::PGBACKREST_PORT, "targetPort": names::PGBACKREST_PORT }]
+            }
+        }),
+    )?);
+
+    let resources =
+        json!({ "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "512Mi" } });
+    out.stateful_sets.push(build(
+        "StatefulSet",
+        json!({
+            "metadata": c.meta(host.clone(), component::REPO_HOST),
+            "spec": {
+                "replicas": 1,
+                "serviceName": host,
+                "selector": { "matchLabels": c.selector(component::REPO_HOST) },
+                "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Retain", "whenScaled": "Retain" },
+                "template": {
+                    "metadata": { "labels": c.labels(component::REPO_HOST) },
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "enableServiceLinks": false,
+                        "securityContext": pod_security(),
+                        "containers": [
+                            {
+                                "name": "pgbackrest",
+                                "image": image,
+                                "command": ["pgbackrest", "server"],
+                                "env": in_sts.env,
+                                "ports": [{ "name": "pgbackrest", "containerPort": names::PGBACKREST_PORT }],
+                                "readinessProbe": { "tcpSocket": { "port": names::PGBACKREST_PORT }, "periodSeconds": 10 },
+                                "volumeMounts": in_sts.mounts,
+                                "resources": resources,
+                                "securityContext": container_security()
+                            },
+                            {
+                                // WAL can be archived only once the stanza exists, and creating
+                                // it needs a running primary: retry until it does, then idle.
+                                // `stanza-create` is idempotent, so a restart repeats it safely.
+                                "name": "stanza",
+                                "image": image,
+                                "command": ["sh", "-c", format!(
+                                    "until pgbackrest --stanza={STANZA} stanza-create; do echo 'waiting for the primary'; sleep 15; done; echo 'stanza {STANZA} ready'; exec sleep infinity"
+                                )],
+                                "env": in_sts.env,
+                                "volumeMounts": in_sts.mounts,
+                                "resources": { "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "256Mi" } },
+                                "securityContext": container_security()
+                            }
+                        ],
+                        "volumes": sts_volumes
+                    }
+                },
+                "volumeClaimTemplates": claim_templates
+            }
+        }),
+    )?);
+
+    let in_job = repo_access(
+        c,
+        |r| json!({ "name": r.name, "persistentVolumeClaim": { "claimName": format!("{}-{host}-0", r.name) } }),
+    )?;
+    for repo in repos(c) {
+        let n = repo_index(repo)?;
+        let Some(schedules) = &repo.schedules else {
+            continue;
+        };
+        let kinds = [
+            (BackupType::Full, &schedules.full),
+            (BackupType::Differential, &schedules.differential),
+            (BackupType::Incremental, &schedules.incremental),
+        ];
+        for (kind, schedule) in kinds {
+            let Some(schedule) = schedule else { continue };
+            out.cron_jobs
+                .push(cron_job(c, &in_job, image, n, &repo.name, kind, schedule)?);
+        }
+    }
+    Ok(())
+}
+
+fn cron_job(
+    c: &Cluster,
+    access: &RepoAccess,
+    image: &str,
+    n: u8,
+    repo: &str,
+    kind: BackupType,
+    schedule: &str,
+) -> Result<k8s_openapi::api::batch::v1::CronJob, RenderError> {
+    let name = names::backup_cronjob(c.name, repo, kind);
+    let mut labels = c.labels(component::BACKUP);
+    labels.insert("pgpilot.io/repo".into(), repo.into());
+    labels.insert(
+        "pgpilot.io/backup-type".into(),
+        kind.pgbackrest_type().into(),
+    );
+    // Volume repositories are ReadWriteOnce: the job must run on the repository host's node.
+    let affinity = json!({ "podAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": { "matchLabels": c.selector(component::REPO_HOST) },
+        "topologyKey": "kubernetes.io/hostname"
+    }]}});
+    let command = format!(
+        "pgbackrest --stanza={STANZA} stanza-create && exec pgbackrest --stanza={STANZA} --repo={n} --type={} backup",
+        kind.pgbackrest_type()
+    );
+    build(
+        "CronJob",
+        json!({
+            "metadata": { "name": name, "namespace": c.namespace, "labels": labels, "ownerReferences": c.owner.clone().map(|o| vec![o]) },
+            "spec": {
+                "schedule": schedule,
+                // A backup still running when the next one is due is not doubled up.
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 600,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {
+                    "metadata": { "labels": labels },
+                    "spec": {
+                        "backoffLimit": 2,
+                        "template": {
+                            "metadata": { "labels": labels },
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "automountServiceAccountToken": false,
+                                "enableServiceLinks": false,
+                                "securityContext": pod_security(),
+                                "affinity": affinity,
+                                "containers": [{
+                                    "name": "backup",
+                                    "image": image,
+                                    "command": ["sh", "-c", command],
+                                    "env": access.env,
+                                    "volumeMounts": access.mounts,
+                                    "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "1Gi" } },
+                                    "securityContext": container_security()
+                                }],
+                                "volumes": access.volumes
+                            }
+                        }
+                    }
+                }
+            }
+        }),
+    )
+}

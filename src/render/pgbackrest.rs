@@ -1,0 +1,208 @@
+//! ConfigMap `C-pgbackrest`: two `pgbackrest.conf` files, stanza `db`.
+//!
+//! Why a repository host. Backups run where the repository is, and a volume repository is a
+//! ReadWriteOnce claim that cannot be mounted by every instance. So one small pod,
+//! `C-repo-host-0`, owns the repository volumes and object-store credentials and runs
+//! pgBackRest's TLS server. Instances archive WAL to it over mutual TLS; backup CronJob pods
+//! are scheduled onto its node, mount the same volumes and talk to the instances' TLS
+//! servers (pgBackRest picks the current primary itself). No pod needs `pods/exec`, and
+//! object-store keys never reach the database pods.
+//!
+//! - `instance.conf`, in the PostgreSQL pods: the local data directory, every repository
+//!   reached through the repository host, and the TLS server the backups connect to.
+//! - `repo-host.conf`, in the repository host and backup jobs: the repositories themselves,
+//!   and every instance as `pgN-host`.
+
+use std::fmt::Write;
+
+use serde_json::json;
+
+use super::patroni::{STANZA, has_repos};
+use super::{Cluster, RenderError, Rendered, build, component, need};
+use crate::api::BackupRepo;
+use crate::names;
+
+pub const INSTANCE_CONF: &str = "instance.conf";
+pub const REPO_HOST_CONF: &str = "repo-host.conf";
+/// Where the repository host mounts volume repositories: `/pgbackrest/repoN`.
+pub const VOLUME_ROOT: &str = "/pgbackrest";
+
+pub fn repos<'a>(c: &Cluster<'a>) -> &'a [BackupRepo] {
+    c.spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.pgbackrest.as_ref())
+        .and_then(|p| p.repos.as_deref())
+        .unwrap_or_default()
+}
+
+/// `repo1` → 1.
+pub fn repo_index(repo: &BackupRepo) -> Result<u8, RenderError> {
+    repo.name
+        .strip_prefix("repo")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=4).contains(n))
+        .ok_or(RenderError::NotResolved(
+            "a valid spec.backup.pgbackrest.repos[].name",
+        ))
+}
+
+/// DNS name of instance `ordinal`, through the headless Service.
+pub fn instance_host(c: &Cluster, ordinal: i32) -> String {
+    format!(
+        "{}-{ordinal}.{}",
+        names::statefulset(c.name),
+        c.service_host(&names::pods_service(c.name))
+    )
+}
+
+pub fn repo_host_address(c: &Cluster) -> String {
+    let host = names::repo_host(c.name);
+    format!("{host}-0.{}", c.service_host(&host))
+}
+
+fn tls_files(prefix: &str) -> String {
+    let dir = super::PGBACKREST_TLS_DIR;
+    format!(
+        "{prefix}-ca-file={dir}/ca.crt\n{prefix}-cert-file={dir}/tls.crt\n{prefix}-key-file={dir}/tls.key\n"
+    )
+}
+
+/// Settings both files share: logging to the console only (the root filesystem is
+/// read-only), locks in /tmp, and the TLS server that accepts the cluster's own certificate.
+fn common() -> String {
+    let mut s = String::new();
+    s.push_str("log-level-console=info\nlog-level-file=off\nlock-path=/tmp/pgbackrest\n");
+    s.push_str("tls-server-address=*\n");
+    let _ = writeln!(s, "tls-server-port={}", names::PGBACKREST_PORT);
+    s.push_str(&tls_files("tls-server"));
+    let _ = writeln!(
+        s,
+        "tls-server-auth={}={STANZA}",
+        names::PGBACKREST_CLIENT_CN
+    );
+    s
+}
+
+fn pg_settings(prefix: &str, major: i32) -> String {
+    format!(
+        "{prefix}-path={}\n{prefix}-port={}\n{prefix}-socket-path={}\n{prefix}-user={}\n",
+        super::data_dir(major),
+        names::POSTGRES_PORT,
+        super::SOCKET_DIR,
+        names::SUPERUSER
+    )
+}
+
+pub fn instance_conf(c: &Cluster) -> Result<String, RenderError> {
+    let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
+    let mut s = String::from("[global]\n");
+    s.push_str(&common());
+    for repo in repos(c) {
+        let n = repo_index(repo)?;
+        let _ = writeln!(
+            s,
+            "repo{n}-host={}\nrepo{n}-host-type=tls",
+            repo_host_address(c)
+        );
+        s.push_str(&tls_files(&format!("repo{n}-host")));
+    }
+    let _ = write!(s, "\n[{STANZA}]\n{}", pg_settings("pg1", major));
+    Ok(s)
+}
+
+pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
+    let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
+    let instances = *need(&c.spec.instances, "spec.instances")?;
+    let mut s = String::from("[global]\n");
+    s.push_str(&common());
+    // Backups read from the primary; a full backup starts with an immediate checkpoint.
+    s.push_str("start-fast=y\n");
+    for repo in repos(c) {
+        let n = repo_index(repo)?;
+        let p = format!("repo{n}");
+        // Object stores are shared: the path names the namespace and cluster.
+        let object_path = format!("/pgbackrest/{}/{}/{p}", c.namespace, c.name);
+        if let Some(s3) = &repo.s3 {
+            let _ = writeln!(
+                s,
+                "{p}-type=s3\n{p}-path={object_path}\n{p}-s3-bucket={}\n{p}-s3-endpoint={}\n{p}-s3-region={}",
+                s3.bucket, s3.endpoint, s3.region
+            );
+            let key_type = if s3.credentials_secret.is_some() {
+                "shared"
+            } else {
+                "auto"
+            };
+            let _ = writeln!(s, "{p}-s3-key-type={key_type}");
+        } else if let Some(gcs) = &repo.gcs {
+            let _ = writeln!(
+                s,
+                "{p}-type=gcs\n{p}-path={object_path}\n{p}-gcs-bucket={}",
+                gcs.bucket
+            );
+            match &gcs.credentials_secret {
+                Some(_) => {
+                    let _ = writeln!(
+                        s,
+                        "{p}-gcs-key-type=service\n{p}-gcs-key=/etc/pgbackrest/{p}/key.json"
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "{p}-gcs-key-type=auto");
+                }
+            }
+        } else if let Some(az) = &repo.azure {
+            let _ = writeln!(
+                s,
+                "{p}-type=azure\n{p}-path={object_path}\n{p}-azure-account={}\n{p}-azure-container={}",
+                az.account, az.container
+            );
+        } else if repo.volume.is_some() {
+            let _ = writeln!(s, "{p}-type=posix\n{p}-path={VOLUME_ROOT}/{p}");
+        }
+        let retention = need(&repo.retention, "spec.backup.pgbackrest.repos[].retention")?;
+        let _ = writeln!(
+            s,
+            "{p}-retention-full={}",
+            need(
+                &retention.full,
+                "spec.backup.pgbackrest.repos[].retention.full"
+            )?
+        );
+        let _ = writeln!(
+            s,
+            "{p}-retention-diff={}",
+            need(
+                &retention.differential,
+                "spec.backup.pgbackrest.repos[].retention.differential"
+            )?
+        );
+    }
+    let _ = write!(s, "\n[{STANZA}]\n");
+    for ordinal in 0..instances.max(0) {
+        let k = format!("pg{}", ordinal + 1);
+        let _ = writeln!(
+            s,
+            "{k}-host={}\n{k}-host-type=tls",
+            instance_host(c, ordinal)
+        );
+        s.push_str(&tls_files(&format!("{k}-host")));
+        s.push_str(&pg_settings(&k, major));
+    }
+    Ok(s)
+}
+
+pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
+    if !has_repos(c) {
+        return Ok(());
+    }
+    out.config_maps.push(build(
+        "ConfigMap",
+        json!({
+            "metadata": c.meta(names::pgbackrest(c.name), component::BACKUP),
+            "data": { INSTANCE_CONF: instance_conf(c)?, REPO_HOST_CONF: repo_host_conf(c)? }
+        }),
+    )?);
+    Ok(())
+}

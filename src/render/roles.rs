@@ -1,0 +1,214 @@
+//! Job `C-roles-HASH`: creates and updates, idempotently, every user with its Secret's
+//! password and options, every database with its owner, the pooler's auth role and function,
+//! and the exporter's monitoring role. HASH covers exactly what the script depends on, so a
+//! change makes a new Job and an unchanged spec never reruns it.
+//!
+//! A role removed from the spec is not dropped (objects and data may depend on it): it loses
+//! LOGIN, and the Job's log lists it. Roles the Job manages carry the comment `MANAGED`.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::patroni::tls_enabled;
+use super::pod::{container_security, pod_security, secret_env, tmp_volume};
+use super::pooler::AUTH_FUNCTION;
+use super::secrets::{exporter_enabled, pooler_enabled};
+use super::{Cluster, RenderError, Rendered, build, component, need};
+use crate::names;
+
+const MANAGED: &str = "managed by pgpilot";
+
+/// The hash in the Job's name: the first `ROLES_HASH_LEN` hex digits of SHA-256 over the
+/// role and database spec.
+pub fn hash(c: &Cluster) -> String {
+    let input = json!({
+        "users": c.spec.users,
+        "databases": c.spec.databases,
+        "pooler": pooler_enabled(c),
+        "exporter": exporter_enabled(c),
+    });
+    let digest = Sha256::digest(input.to_string().as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..names::ROLES_HASH_LEN].to_owned()
+}
+
+/// A SQL string literal. Names are validated identifiers, but quoting stays correct anyway.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Creates a role if missing, then sets its options and password (read from the
+/// environment variable `env`, so it never appears in the script or the process list).
+fn upsert_role(sql: &mut String, role: &str, options: &str, env: &str) {
+    let _ = writeln!(
+        sql,
+        "SELECT format('CREATE ROLE %I', {r}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) \\gexec",
+        r = literal(role)
+    );
+    let _ = writeln!(sql, "\\set pw `printenv {env}`");
+    let _ = writeln!(sql, "ALTER ROLE \"{role}\" WITH {options} PASSWORD :'pw';");
+    let _ = writeln!(sql, "COMMENT ON ROLE \"{role}\" IS {};", literal(MANAGED));
+}
+
+/// Environment variable carrying user `i`'s password.
+fn user_env(i: usize) -> String {
+    format!("PGPILOT_USER_{i}_PASSWORD")
+}
+
+pub fn script(c: &Cluster) -> String {
+    let mut sql = String::from("\\set ON_ERROR_STOP on\n\\set QUIET on\n");
+    // Statements below carry passwords: keep them out of the server log.
+    sql.push_str("SET log_statement = 'none';\nSET log_min_duration_statement = -1;\nSET password_encryption = 'scram-sha-256';\n");
+    let users = c.spec.users.as_deref().unwrap_or_default();
+    for (i, u) in users.iter().enumerate() {
+        let options = u.options.as_deref().unwrap_or_default().join(" ");
+        upsert_role(
+            &mut sql,
+            &u.name,
+            if options.is_empty() {
+                "NOLOGIN"
+            } else {
+                &options
+            },
+            &user_env(i),
+        );
+    }
+    for db in c.spec.databases.iter().flatten() {
+        let owner = db.owner.as_deref().unwrap_or(names::SUPERUSER);
+        let _ = writeln!(
+            sql,
+            "SELECT format('CREATE DATABASE %I OWNER %I', {d}, {o}) WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {d}) \\gexec",
+            d = literal(&db.name),
+            o = literal(owner)
+        );
+        let _ = writeln!(sql, "ALTER DATABASE \"{}\" OWNER TO \"{owner}\";", db.name);
+    }
+    for u in users {
+        for db in u.databases.iter().flatten() {
+            let _ = writeln!(sql, "GRANT ALL ON DATABASE \"{db}\" TO \"{}\";", u.name);
+        }
+    }
+    let mut managed: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    if exporter_enabled(c) {
+        upsert_role(
+            &mut sql,
+            names::MONITOR_USER,
+            "LOGIN NOSUPERUSER",
+            "PGPILOT_MONITOR_PASSWORD",
+        );
+        let _ = writeln!(sql, "GRANT pg_monitor TO \"{}\";", names::MONITOR_USER);
+        managed.push(names::MONITOR_USER);
+    }
+    if pooler_enabled(c) {
+        let pooler = names::POOLER_USER;
+        upsert_role(
+            &mut sql,
+            pooler,
+            "LOGIN NOSUPERUSER",
+            "PGPILOT_POOLER_PASSWORD",
+        );
+        let (schema, _) = AUTH_FUNCTION.split_once('.').unwrap_or(("pgpilot", ""));
+        // Looks up any ordinary role's SCRAM secret for pgBouncer, never the superuser's or
+        // the replication user's, so the pooler cannot be used to log in as them.
+        let _ = writeln!(
+            sql,
+            "CREATE SCHEMA IF NOT EXISTS {schema};\n\
+CREATE OR REPLACE FUNCTION {AUTH_FUNCTION}(p_usename text) RETURNS TABLE (usename name, passwd text)\n\
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS\n\
+$$ SELECT usename, passwd FROM pg_shadow WHERE usename = p_usename AND NOT usesuper AND NOT userepl $$;\n\
+REVOKE ALL ON FUNCTION {AUTH_FUNCTION}(text) FROM PUBLIC;\n\
+GRANT USAGE ON SCHEMA {schema} TO \"{pooler}\";\n\
+GRANT EXECUTE ON FUNCTION {AUTH_FUNCTION}(text) TO \"{pooler}\";"
+        );
+        managed.push(pooler);
+    }
+    let keep = managed
+        .iter()
+        .map(|r| literal(r))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keep = if keep.is_empty() {
+        "''".to_owned()
+    } else {
+        keep
+    };
+    let _ = writeln!(
+        sql,
+        "\\set QUIET off\n\\echo 'roles no longer in the spec (kept, LOGIN removed):'\n\
+SELECT r.rolname FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass\n\
+WHERE d.description = {m} AND r.rolcanlogin AND r.rolname NOT IN ({keep});\n\
+SELECT format('ALTER ROLE %I NOLOGIN', r.rolname) FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass\n\
+WHERE d.description = {m} AND r.rolcanlogin AND r.rolname NOT IN ({keep}) \\gexec\n\\echo 'roles and databases are up to date'",
+        m = literal(MANAGED)
+    );
+    sql
+}
+
+pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
+    let image = need(&c.spec.image, "spec.image")?;
+    let host = c.service_host(&names::primary_service(c.name));
+    let mut env = vec![
+        json!({ "name": "PGHOST", "value": host }),
+        json!({ "name": "PGPORT", "value": names::POSTGRES_PORT.to_string() }),
+        json!({ "name": "PGUSER", "value": names::SUPERUSER }),
+        json!({ "name": "PGDATABASE", "value": "postgres" }),
+        json!({ "name": "PGSSLMODE", "value": if tls_enabled(c) { "require" } else { "disable" } }),
+        json!({ "name": "PGCONNECT_TIMEOUT", "value": "5" }),
+        secret_env("PGPASSWORD", &names::superuser_secret(c.name), "password"),
+        json!({ "name": "PGPILOT_SQL", "value": script(c) }),
+    ];
+    for (i, u) in c.spec.users.iter().flatten().enumerate() {
+        env.push(secret_env(
+            &user_env(i),
+            &names::user_secret(c.name, &u.name),
+            "password",
+        ));
+    }
+    if exporter_enabled(c) {
+        env.push(secret_env(
+            "PGPILOT_MONITOR_PASSWORD",
+            &names::exporter_secret(c.name),
+            "password",
+        ));
+    }
+    if pooler_enabled(c) {
+        env.push(secret_env(
+            "PGPILOT_POOLER_PASSWORD",
+            &names::pooler(c.name),
+            "password",
+        ));
+    }
+    // Wait until the primary accepts writes, then apply the script in one psql session.
+    let command = "until [ \"$(psql -XtAc 'SELECT pg_is_in_recovery()' 2>/dev/null)\" = f ]; do echo 'waiting for the primary'; sleep 5; done\n\
+printf '%s\\n' \"$PGPILOT_SQL\" | psql -X -f -";
+    let name = names::roles_job(c.name, &hash(c));
+    let job: Value = json!({
+        "metadata": c.meta(name, component::ROLES),
+        "spec": {
+            "backoffLimit": 6,
+            "template": {
+                "metadata": { "labels": c.labels(component::ROLES) },
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "securityContext": pod_security(),
+                    "containers": [{
+                        "name": "roles",
+                        "image": image,
+                        "command": ["sh", "-c", command],
+                        "env": env,
+                        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+                        "resources": { "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } },
+                        "securityContext": container_security()
+                    }],
+                    "volumes": [tmp_volume()]
+                }
+            }
+        }
+    });
+    out.jobs.push(build("Job", job)?);
+    Ok(())
+}

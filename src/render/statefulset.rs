@@ -1,0 +1,223 @@
+//! StatefulSet `C`: PostgreSQL under Patroni, one pod per instance, and PodDisruptionBudget
+//! `C`.
+
+use serde_json::{Value, json};
+
+use super::patroni::{CONFIG_KEY, has_repos, tls_enabled};
+use super::pgbackrest::INSTANCE_CONF;
+use super::pod::{container_security, field_env, pod_security, scheduling, secret_env, tmp_volume};
+use super::secrets::exporter_enabled;
+use super::{Cluster, RenderError, Rendered, build, component, need};
+use crate::names;
+
+pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
+    let spec = c.spec;
+    let instances = *need(&spec.instances, "spec.instances")?;
+    let image = need(&spec.image, "spec.image")?;
+    let resources = need(&spec.resources, "spec.resources")?;
+
+    let mut env = vec![
+        field_env("PATRONI_NAME", "metadata.name"),
+        field_env("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
+        field_env("PATRONI_KUBERNETES_POD_IP", "status.podIP"),
+        json!({ "name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(PATRONI_KUBERNETES_POD_IP):{}", names::POSTGRES_PORT) }),
+        json!({ "name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(PATRONI_KUBERNETES_POD_IP):{}", names::PATRONI_PORT) }),
+        secret_env(
+            "PATRONI_SUPERUSER_PASSWORD",
+            &names::superuser_secret(c.name),
+            "password",
+        ),
+        secret_env(
+            "PATRONI_REPLICATION_PASSWORD",
+            &names::replication_secret(c.name),
+            "password",
+        ),
+        secret_env(
+            "PATRONI_REWIND_PASSWORD",
+            &names::superuser_secret(c.name),
+            "password",
+        ),
+        secret_env(
+            "PATRONI_RESTAPI_USERNAME",
+            &names::patroni_api_secret(c.name),
+            "username",
+        ),
+        secret_env(
+            "PATRONI_RESTAPI_PASSWORD",
+            &names::patroni_api_secret(c.name),
+            "password",
+        ),
+    ];
+    env.sort_by_key(|e| e["name"].as_str().map(str::to_owned));
+
+    let mut mounts = vec![
+        json!({ "name": "pgdata", "mountPath": super::PGDATA_MOUNT }),
+        json!({ "name": "patroni-config", "mountPath": super::PATRONI_CONFIG_DIR, "readOnly": true }),
+        json!({ "name": "socket", "mountPath": super::SOCKET_DIR }),
+        json!({ "name": "tmp", "mountPath": "/tmp" }),
+        json!({ "name": "shm", "mountPath": "/dev/shm" }),
+    ];
+    let mut volumes = vec![
+        json!({ "name": "patroni-config", "configMap": { "name": names::patroni(c.name), "items": [{ "key": CONFIG_KEY, "path": CONFIG_KEY }] } }),
+        json!({ "name": "socket", "emptyDir": {} }),
+        tmp_volume(),
+        // PostgreSQL's parallel workers use POSIX shared memory; the runtime's 64 MiB
+        // default /dev/shm is too small for them.
+        json!({ "name": "shm", "emptyDir": { "medium": "Memory" } }),
+    ];
+    if tls_enabled(c) {
+        mounts.push(
+            json!({ "name": "server-tls", "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
+        );
+        // 0640: PostgreSQL accepts a key readable by its group when root owns the file,
+        // which is how the kubelet writes Secret volumes with an fsGroup.
+        volumes.push(json!({ "name": "server-tls", "secret": { "secretName": server_tls_secret(c)?, "defaultMode": 0o640 } }));
+    }
+
+    let mut containers = Vec::new();
+    if has_repos(c) {
+        let pgbackrest_mounts = json!([
+            { "name": "pgbackrest-config", "mountPath": super::PGBACKREST_CONFIG_DIR, "readOnly": true },
+            { "name": "pgbackrest-tls", "mountPath": super::PGBACKREST_TLS_DIR, "readOnly": true }
+        ]);
+        mounts.extend(pgbackrest_mounts.as_array().cloned().unwrap_or_default());
+        volumes.push(json!({ "name": "pgbackrest-config", "configMap": { "name": names::pgbackrest(c.name), "items": [{ "key": INSTANCE_CONF, "path": "pgbackrest.conf" }] } }));
+        volumes.push(json!({ "name": "pgbackrest-tls", "secret": { "secretName": names::pgbackrest_tls_secret(c.name), "defaultMode": 0o640 } }));
+        // pgBackRest's TLS server: backups taken by the repository host read the data
+        // directory through it.
+        containers.push(json!({
+            "name": "pgbackrest",
+            "image": image,
+            "command": ["pgbackrest", "server"],
+            "ports": [{ "name": "pgbackrest", "containerPort": names::PGBACKREST_PORT }],
+            "readinessProbe": { "tcpSocket": { "port": names::PGBACKREST_PORT }, "periodSeconds": 10 },
+            "volumeMounts": [
+                { "name": "pgdata", "mountPath": super::PGDATA_MOUNT },
+                { "name": "socket", "mountPath": super::SOCKET_DIR },
+                { "name": "tmp", "mountPath": "/tmp" },
+                { "name": "pgbackrest-config", "mountPath": super::PGBACKREST_CONFIG_DIR, "readOnly": true },
+                { "name": "pgbackrest-tls", "mountPath": super::PGBACKREST_TLS_DIR, "readOnly": true }
+            ],
+            "resources": { "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "256Mi" } },
+            "securityContext": container_security()
+        }));
+    }
+
+    let probe = |path: &str, failures: i32| {
+        json!({
+            "httpGet": { "path": path, "port": names::PATRONI_PORT, "scheme": "HTTP" },
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": failures
+        })
+    };
+    containers.insert(
+        0,
+        json!({
+            "name": "postgres",
+            "image": image,
+            "command": ["patroni", format!("{}/{CONFIG_KEY}", super::PATRONI_CONFIG_DIR)],
+            "env": env,
+            "ports": [
+                { "name": "postgres", "containerPort": names::POSTGRES_PORT },
+                { "name": "patroni", "containerPort": names::PATRONI_PORT }
+            ],
+            "readinessProbe": probe("/readiness", 3),
+            // Patroni answers /liveness while its loop runs, also during long recoveries;
+            // a generous threshold keeps a busy primary from being killed.
+            "livenessProbe": probe("/liveness", 6),
+            "resources": resources,
+            "volumeMounts": mounts,
+            "securityContext": container_security()
+        }),
+    );
+
+    if exporter_enabled(c) {
+        containers.push(exporter(c)?);
+    }
+
+    let mut pod_spec = json!({
+        "serviceAccountName": names::patroni(c.name),
+        "enableServiceLinks": false,
+        "securityContext": pod_security(),
+        // Patroni demotes cleanly and hands over leadership on SIGTERM, given time.
+        "terminationGracePeriodSeconds": 60,
+        "containers": containers,
+        "volumes": volumes
+    });
+    scheduling(c, &mut pod_spec)?;
+
+    let mut claim = json!({
+        "metadata": { "name": "pgdata", "labels": c.labels(component::DATABASE) },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": spec.storage.size } } }
+    });
+    if let Some(class) = &spec.storage.storage_class_name {
+        claim["spec"]["storageClassName"] = json!(class);
+    }
+
+    out.stateful_sets.push(build(
+        "StatefulSet",
+        json!({
+            "metadata": c.meta(names::statefulset(c.name), component::DATABASE),
+            "spec": {
+                "replicas": instances,
+                "serviceName": names::pods_service(c.name),
+                // Patroni orders the members itself; starting them together is faster.
+                "podManagementPolicy": "Parallel",
+                "selector": { "matchLabels": c.selector(component::DATABASE) },
+                "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Retain", "whenScaled": "Retain" },
+                "template": {
+                    "metadata": { "labels": c.labels(component::DATABASE) },
+                    "spec": pod_spec
+                },
+                "volumeClaimTemplates": [claim]
+            }
+        }),
+    )?);
+
+    if instances > 1 {
+        out.pod_disruption_budgets.push(build(
+            "PodDisruptionBudget",
+            json!({
+                "metadata": c.meta(names::statefulset(c.name), component::DATABASE),
+                "spec": { "maxUnavailable": 1, "selector": { "matchLabels": c.selector(component::DATABASE) } }
+            }),
+        )?);
+    }
+    Ok(())
+}
+
+/// The Secret holding PostgreSQL's server certificate.
+pub fn server_tls_secret(c: &Cluster) -> Result<String, RenderError> {
+    let tls = need(&c.spec.tls, "spec.tls")?;
+    Ok(tls
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| names::tls_certificate(c.name)))
+}
+
+/// postgres_exporter, connecting over the pod's loopback as the monitoring role.
+fn exporter(c: &Cluster) -> Result<Value, RenderError> {
+    let x = c
+        .spec
+        .monitoring
+        .as_ref()
+        .and_then(|m| m.exporter.as_ref())
+        .ok_or(RenderError::NotResolved("spec.monitoring.exporter"))?;
+    let port = *need(&x.port, "spec.monitoring.exporter.port")?;
+    let sslmode = if tls_enabled(c) { "require" } else { "disable" };
+    Ok(json!({
+        "name": "exporter",
+        "image": need(&x.image, "spec.monitoring.exporter.image")?,
+        "args": [format!("--web.listen-address=:{port}")],
+        "env": [
+            { "name": "DATA_SOURCE_URI", "value": format!("localhost:{}/postgres?sslmode={sslmode}", names::POSTGRES_PORT) },
+            { "name": "DATA_SOURCE_USER", "value": names::MONITOR_USER },
+            secret_env("DATA_SOURCE_PASS", &names::exporter_secret(c.name), "password")
+        ],
+        "ports": [{ "name": "metrics", "containerPort": port }],
+        "readinessProbe": { "httpGet": { "path": "/", "port": port }, "periodSeconds": 15 },
+        "resources": need(&x.resources, "spec.monitoring.exporter.resources")?,
+        "securityContext": container_security()
+    }))
+}

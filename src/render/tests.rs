@@ -1,0 +1,337 @@
+//! Golden snapshots of every child for both samples, and the rules rendering follows.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::config::Config;
+use crate::manifest;
+use crate::resolve::resolve;
+
+fn sample(name: &str) -> PostgresCluster {
+    let path = format!(
+        "{}/manifests/samples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut c = manifest::from_yaml_stream(&std::fs::read_to_string(path).unwrap())
+        .unwrap()
+        .remove(0);
+    c.spec = resolve(&c.spec, None, &Config::default());
+    c.metadata.namespace = Some("db".into());
+    c.metadata.uid = Some("0f0e0d0c-0000-4000-8000-000000000001".into());
+    c
+}
+
+fn objects(c: &PostgresCluster) -> Vec<serde_json::Value> {
+    render(c).unwrap().objects().unwrap()
+}
+
+fn named(objs: &[serde_json::Value]) -> BTreeSet<String> {
+    objs.iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn minimal_children() {
+    let objs = objects(&sample("minimal"));
+    insta::assert_yaml_snapshot!("render-minimal", objs);
+    let expected: BTreeSet<String> = [
+        "ServiceAccount/minimal-patroni",
+        "Role/minimal-patroni",
+        "RoleBinding/minimal-patroni",
+        "ConfigMap/minimal-patroni",
+        "Secret/minimal-superuser",
+        "Secret/minimal-replication",
+        "Secret/minimal-patroni-api",
+        "Secret/minimal-exporter",
+        "Service/minimal-primary",
+        "Service/minimal-replicas",
+        "Service/minimal-pods",
+        "StatefulSet/minimal",
+        "PodDisruptionBudget/minimal",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let got = named(&objs);
+    let roles_job: Vec<&String> = got
+        .iter()
+        .filter(|n| n.starts_with("Job/minimal-roles-"))
+        .collect();
+    assert_eq!(roles_job.len(), 1);
+    assert_eq!(
+        got.iter()
+            .filter(|n| !n.starts_with("Job/"))
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        expected
+    );
+}
+
+#[test]
+fn full_sample_children() {
+    let objs = objects(&sample("ha-backup-pooler"));
+    insta::assert_yaml_snapshot!("render-ha-backup-pooler", objs);
+    let got = named(&objs);
+    for n in [
+        "ConfigMap/orders-pgbackrest",
+        "Secret/orders-pgbackrest-tls",
+        "Secret/orders-user-orders-app",
+        "Secret/orders-user-orders-readonly",
+        "Secret/orders-pooler",
+        "ConfigMap/orders-pooler",
+        "Service/orders-pooler",
+        "Deployment/orders-pooler",
+        "StatefulSet/orders-repo-host",
+        "Service/orders-repo-host",
+        "CronJob/orders-backup-repo1-full",
+        "CronJob/orders-backup-repo1-diff",
+        "CronJob/orders-backup-repo1-incr",
+        "CronJob/orders-backup-repo2-full",
+        "Certificate/orders-tls",
+    ] {
+        assert!(got.contains(n), "{n} missing from {got:#?}");
+    }
+    assert!(
+        !got.contains("CronJob/orders-backup-repo2-diff"),
+        "repo2 has no differential schedule"
+    );
+}
+
+#[test]
+fn every_child_is_labelled_and_owned() {
+    for name in ["minimal", "ha-backup-pooler"] {
+        let c = sample(name);
+        let cluster = c.metadata.name.clone().unwrap();
+        for o in objects(&c) {
+            let labels = &o["metadata"]["labels"];
+            assert_eq!(labels["pgpilot.io/cluster"], cluster.as_str(), "{o}");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "pgpilot");
+            assert_eq!(labels["app.kubernetes.io/name"], "postgres");
+            assert_eq!(labels["app.kubernetes.io/instance"], cluster.as_str());
+            assert!(labels["app.kubernetes.io/component"].is_string());
+            let owner = &o["metadata"]["ownerReferences"][0];
+            assert_eq!(owner["kind"], "PostgresCluster");
+            assert_eq!(owner["controller"], true);
+            assert_eq!(o["metadata"]["namespace"], "db");
+        }
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let c = sample("ha-backup-pooler");
+    assert_eq!(objects(&c), objects(&c));
+}
+
+#[test]
+fn unresolved_specs_are_refused_not_defaulted() {
+    let mut c = sample("minimal");
+    c.spec.patroni = None;
+    assert_eq!(
+        render(&c).unwrap_err(),
+        RenderError::NotResolved("spec.patroni")
+    );
+    let mut c = sample("minimal");
+    c.spec.image = None;
+    assert_eq!(
+        render(&c).unwrap_err(),
+        RenderError::NotResolved("spec.image")
+    );
+    let mut c = sample("minimal");
+    c.metadata.namespace = None;
+    assert_eq!(
+        render(&c).unwrap_err(),
+        RenderError::MissingMetadata("namespace")
+    );
+}
+
+#[test]
+fn patroni_config_follows_the_spec() {
+    let c = sample("ha-backup-pooler");
+    let r = render(&c).unwrap();
+    let text = r
+        .config_maps
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some("orders-patroni"))
+        .unwrap()
+        .data
+        .as_ref()
+        .unwrap()["patroni.yaml"]
+        .clone();
+    let cfg: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let k = &cfg["kubernetes"];
+    assert_eq!(k["role_label"], "pgpilot.io/role");
+    assert_eq!(k["leader_label_value"], "primary");
+    assert_eq!(k["follower_label_value"], "replica");
+    assert_eq!(k["use_endpoints"], true);
+    let dcs = &cfg["bootstrap"]["dcs"];
+    assert_eq!(dcs["ttl"], 30);
+    assert_eq!(dcs["synchronous_mode"], true);
+    assert_eq!(dcs["synchronous_mode_strict"], false);
+    assert_eq!(dcs["postgresql"]["parameters"]["shared_buffers"], "2048MB");
+    assert_eq!(
+        dcs["postgresql"]["parameters"]["archive_command"],
+        "pgbackrest --stanza=db archive-push \"%p\""
+    );
+    assert_eq!(cfg["postgresql"]["create_replica_methods"][0], "pgbackrest");
+    assert_eq!(cfg["postgresql"]["parameters"]["ssl"], "on");
+    assert_eq!(cfg["postgresql"]["data_dir"], "/pgdata/pg17");
+}
+
+#[test]
+fn statefulset_is_restricted_and_keeps_volumes() {
+    let r = render(&sample("minimal")).unwrap();
+    let sts = serde_json::to_value(&r.stateful_sets[0]).unwrap();
+    let spec = &sts["spec"];
+    assert_eq!(
+        spec["persistentVolumeClaimRetentionPolicy"],
+        serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
+    assert_eq!(
+        spec["volumeClaimTemplates"][0]["metadata"]["name"],
+        "pgdata"
+    );
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for c in pod["containers"].as_array().unwrap() {
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"][0], "ALL",
+            "{}",
+            c["name"]
+        );
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    }
+    let pg = &pod["containers"][0];
+    assert_eq!(
+        pg["command"],
+        serde_json::json!(["patroni", "/etc/patroni/patroni.yaml"])
+    );
+    assert_eq!(pg["readinessProbe"]["httpGet"]["path"], "/readiness");
+    assert_eq!(pg["readinessProbe"]["httpGet"]["port"], 8008);
+    assert_eq!(pg["livenessProbe"]["httpGet"]["path"], "/liveness");
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert!(
+        spec["volumeClaimTemplates"][0]["spec"]
+            .get("storageClassName")
+            .is_none(),
+        "null class means the cluster default"
+    );
+}
+
+#[test]
+fn one_instance_has_no_disruption_budget() {
+    let mut c = sample("minimal");
+    c.spec.instances = Some(1);
+    assert!(render(&c).unwrap().pod_disruption_budgets.is_empty());
+}
+
+#[test]
+fn roles_job_hash_follows_the_role_spec_only() {
+    let a = sample("ha-backup-pooler");
+    let job = |c: &PostgresCluster| render(c).unwrap().jobs[0].metadata.name.clone().unwrap();
+    let mut b = a.clone();
+    b.spec.instances = Some(5);
+    assert_eq!(job(&a), job(&b));
+    b.spec.users.as_mut().unwrap()[0].options = Some(vec!["LOGIN".into(), "CREATEDB".into()]);
+    assert_ne!(job(&a), job(&b));
+    assert_eq!(job(&a).len(), "orders-roles-".len() + names::ROLES_HASH_LEN);
+}
+
+#[test]
+fn roles_script_is_idempotent_sql_without_passwords() {
+    let r = render(&sample("ha-backup-pooler")).unwrap();
+    let env = serde_json::to_value(
+        &r.jobs[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env,
+    )
+    .unwrap();
+    let sql = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "PGPILOT_SQL")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        sql.contains(
+            "WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orders_app') \\gexec"
+        )
+    );
+    assert!(
+        sql.contains(
+            "ALTER ROLE \"orders_readonly\" WITH LOGIN CONNECTION LIMIT 20 PASSWORD :'pw';"
+        )
+    );
+    assert!(sql.contains("CREATE DATABASE %I OWNER %I', 'orders', 'orders_app'"));
+    assert!(sql.contains("GRANT ALL ON DATABASE \"orders\" TO \"orders_app\";"));
+    assert!(sql.contains("GRANT pg_monitor TO \"pgpilot_monitor\";"));
+    assert!(sql.contains("pgpilot.pooler_auth"));
+    assert!(sql.contains("SET log_statement = 'none';"));
+    assert!(sql.contains("ALTER ROLE %I NOLOGIN"));
+    // Passwords come from Secrets through the environment, never the script.
+    for e in env.as_array().unwrap() {
+        if e["name"].as_str().unwrap().ends_with("PASSWORD") {
+            assert!(e["valueFrom"]["secretKeyRef"].is_object(), "{e}");
+        }
+    }
+}
+
+#[test]
+fn pooler_disabled_renders_no_pooler() {
+    let mut c = sample("ha-backup-pooler");
+    c.spec.pooler.as_mut().unwrap().enabled = Some(false);
+    let got = named(&objects(&c));
+    assert!(!got.iter().any(|n| n.contains("pooler")), "{got:#?}");
+}
+
+#[test]
+fn secret_keys() {
+    let d = secret_data(
+        &SecretKind::Login {
+            username: "app".into(),
+            host: "pg-primary.db.svc".into(),
+            dbname: "shop".into(),
+        },
+        "s3cret",
+    );
+    assert_eq!(
+        d["uri"],
+        "postgresql://app:s3cret@pg-primary.db.svc:5432/shop"
+    );
+    assert_eq!(
+        d.keys().cloned().collect::<Vec<_>>(),
+        ["dbname", "host", "password", "port", "uri", "username"]
+    );
+    let d = secret_data(
+        &SecretKind::Pooler {
+            username: "pgpilot_pooler".into(),
+        },
+        "pw",
+    );
+    assert_eq!(d["userlist.txt"], "\"pgpilot_pooler\" \"pw\"\n");
+}
