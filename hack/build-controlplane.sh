@@ -16,7 +16,7 @@
 # Env: PGPILOT_CACHE (cache root), GOPROXY/GOMODCACHE/GOCACHE as usual,
 #   PGPILOT_BUILD_TIME=1 to report wall time and peak memory per binary.
 # Needs: go (1.26+, used as is: GOTOOLCHAIN=local), network to the module proxy
-# on a cold build (~25 min on 2 cores; ~3 GB RAM at most).
+# on a cold build (~4-10 min on 2 cores, more if they are busy; <2 GB RAM).
 set -euo pipefail
 
 hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -90,19 +90,25 @@ fi
 
 mkdir -p "$cache_root"
 # One builder at a time per cache root; a waiter then finds the entry ready.
-exec 9>"$cache_root/.controlplane.lock"
-flock 9
-if complete; then
-  printf '%s\n' "$entry/bin"
-  exit 0
+if command -v flock >/dev/null; then
+  exec 9>"$cache_root/.controlplane.lock"
+  flock 9
+  if complete; then
+    printf '%s\n' "$entry/bin"
+    exit 0
+  fi
+  # Holding the lock, any temp dir left is from a killed build.
+  rm -rf "$cache_root"/.tmp-controlplane-*
 fi
 
 tmp=$(mktemp -d "$cache_root/.tmp-controlplane-$k8s_version-$key.XXXXXX")
+chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM HUP
 mkdir "$tmp/bin"
 
 log "building Kubernetes $k8s_version + etcd $etcd_version with $go_env-> $entry"
-log "(cold build: ~25 min on 2 cores; progress is quiet while compiling)"
+log "(cold build: ~4-10 min on 2 cores; quiet while compiling)"
 
 build() { # build <wrapper dir> <output name> <package> <flags...>
   local dir=$1 out=$2 pkg=$3 start
