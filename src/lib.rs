@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod controller;
 pub mod manifest;
 pub mod names;
 pub mod render;

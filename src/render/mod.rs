@@ -33,6 +33,7 @@ use crate::api::{PostgresCluster, PostgresClusterSpec};
 use crate::names;
 
 pub use secrets::{SecretKind, SecretTemplate, secret_data};
+pub use tls::api_resource as certificate_resource;
 
 /// What the image must provide. pgpilot's images (and any image named in the catalog)
 /// run PostgreSQL as this user, with binaries under `/usr/lib/postgresql/MAJOR/bin`.

@@ -20,16 +20,11 @@ use crate::names;
 
 const MANAGED: &str = "managed by pgpilot";
 
-/// The hash in the Job's name: the first `ROLES_HASH_LEN` hex digits of SHA-256 over the
-/// role and database spec.
-pub fn hash(c: &Cluster) -> String {
-    let input = json!({
-        "users": c.spec.users,
-        "databases": c.spec.databases,
-        "pooler": pooler_enabled(c),
-        "exporter": exporter_enabled(c),
-    });
-    let digest = Sha256::digest(input.to_string().as_bytes());
+/// The first `ROLES_HASH_LEN` hex digits of SHA-256 over the Job's spec. A Job's pod
+/// template is immutable, so whatever changes it (the role spec, the image, TLS) must make
+/// a new Job; anything else (instances, resources) leaves the finished Job alone.
+fn hash(spec: &Value) -> String {
+    let digest = Sha256::digest(spec.to_string().as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     hex[..names::ROLES_HASH_LEN].to_owned()
 }
@@ -157,7 +152,9 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         json!({ "name": "PGSSLMODE", "value": if tls_enabled(c) { "require" } else { "disable" } }),
         json!({ "name": "PGCONNECT_TIMEOUT", "value": "5" }),
         secret_env("PGPASSWORD", &names::superuser_secret(c.name), "password"),
-        json!({ "name": "PGPILOT_SQL", "value": script(c) }),
+        // The kubelet reduces `$$` in env values to `$`; the script's dollar quotes need
+        // theirs doubled to arrive intact.
+        json!({ "name": "PGPILOT_SQL", "value": script(c).replace('$', "$$") }),
     ];
     for (i, u) in c.spec.users.iter().flatten().enumerate() {
         env.push(secret_env(
@@ -183,10 +180,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     // Wait until the primary accepts writes, then apply the script in one psql session.
     let command = "until [ \"$(psql -XtAc 'SELECT pg_is_in_recovery()' 2>/dev/null)\" = f ]; do echo 'waiting for the primary'; sleep 5; done\n\
 printf '%s\\n' \"$PGPILOT_SQL\" | psql -X -f -";
-    let name = names::roles_job(c.name, &hash(c));
-    let job: Value = json!({
-        "metadata": c.meta(name, component::ROLES),
-        "spec": {
+    let spec: Value = json!({
             "backoffLimit": 6,
             "template": {
                 "metadata": { "labels": c.labels(component::ROLES) },
@@ -207,8 +201,11 @@ printf '%s\\n' \"$PGPILOT_SQL\" | psql -X -f -";
                     "volumes": [tmp_volume()]
                 }
             }
-        }
     });
-    out.jobs.push(build("Job", job)?);
+    let name = names::roles_job(c.name, &hash(&spec));
+    out.jobs.push(build(
+        "Job",
+        json!({ "metadata": c.meta(name, component::ROLES), "spec": spec }),
+    )?);
     Ok(())
 }

@@ -241,7 +241,7 @@ fn one_instance_has_no_disruption_budget() {
 }
 
 #[test]
-fn roles_job_hash_follows_the_role_spec_only() {
+fn roles_job_hash_follows_the_job_template_only() {
     let a = sample("ha-backup-pooler");
     let job = |c: &PostgresCluster| render(c).unwrap().jobs[0].metadata.name.clone().unwrap();
     let mut b = a.clone();
@@ -249,6 +249,10 @@ fn roles_job_hash_follows_the_role_spec_only() {
     assert_eq!(job(&a), job(&b));
     b.spec.users.as_mut().unwrap()[0].options = Some(vec!["LOGIN".into(), "CREATEDB".into()]);
     assert_ne!(job(&a), job(&b));
+    // A Job's template is immutable: a new image needs a new Job.
+    let mut c = a.clone();
+    c.spec.image = Some("example.com/pg:17.9".into());
+    assert_ne!(job(&a), job(&c));
     assert_eq!(job(&a).len(), "orders-roles-".len() + names::ROLES_HASH_LEN);
 }
 
@@ -299,6 +303,37 @@ fn roles_script_is_idempotent_sql_without_passwords() {
             assert!(e["valueFrom"]["secretKeyRef"].is_object(), "{e}");
         }
     }
+}
+
+/// Found by the data-plane suite: the kubelet turns `$$` in an env value into `$`, which
+/// broke the dollar-quoted body of `pgpilot.pooler_auth` ("syntax error at or near $").
+#[test]
+fn roles_script_survives_the_kubelets_env_expansion() {
+    let r = render(&sample("ha-backup-pooler")).unwrap();
+    let container = &r.jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let value = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "PGPILOT_SQL")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    // What the container sees: every `$$` reduced to `$` (no `$(VAR)` in the script).
+    let seen = value.replace("$$", "$");
+    assert!(
+        seen.contains("AS\n$$ SELECT usename, passwd FROM pg_shadow"),
+        "{seen}"
+    );
+    assert!(seen.contains("NOT userepl $$;"), "{seen}");
+    assert!(!seen.contains("$("), "no accidental $(VAR) reference");
 }
 
 #[test]

@@ -1,0 +1,534 @@
+//! The slim reconciler. For each PostgresCluster it reads (the object and its children),
+//! checks the spec is resolved, renders (pure), applies what differs in a fixed order,
+//! prunes what is no longer wanted, and writes status only when it changed. It decides
+//! nothing: every value comes from `render`.
+
+mod apply;
+pub mod leader;
+mod secrets;
+mod status;
+mod volumes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{PostgresCluster, PostgresClusterStatus};
+use crate::config::Config;
+use crate::names;
+use crate::render::{self, Rendered};
+use crate::resolve;
+use apply::Change;
+use status::Observation;
+
+pub use apply::contains;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listing {0}: {1}")]
+    List(String, #[source] kube::Error),
+    #[error("applying {0}: {1}")]
+    Apply(String, #[source] kube::Error),
+    #[error("deleting {0}: {1}")]
+    Delete(String, #[source] kube::Error),
+    #[error("serializing {0}: {1}")]
+    Serialize(String, String),
+    #[error("generating {0}: {1}")]
+    Generate(String, String),
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("re-submitting the unresolved spec for admission: {0}")]
+    Resubmit(#[source] kube::Error),
+    #[error("{0} is not served by this cluster: install cert-manager, or use spec.tls.secretName")]
+    MissingApi(&'static str),
+}
+
+impl Error {
+    /// Short PascalCase reason for conditions and events.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::List(..) => "ListFailed",
+            Error::Apply(..) => "ApplyFailed",
+            Error::Delete(..) => "DeleteFailed",
+            Error::Serialize(..) => "SerializeFailed",
+            Error::Generate(..) => "GenerateFailed",
+            Error::Status(..) => "StatusFailed",
+            Error::Resubmit(..) => "ResubmitFailed",
+            Error::MissingApi(..) => "MissingApi",
+        }
+    }
+}
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace of the leader-election Lease.
+    pub lease_namespace: String,
+    /// How often an unchanged cluster is looked at again.
+    pub resync: Duration,
+}
+
+/// Shared state of the reconciler.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub resync: Duration,
+    pub recorder: Recorder,
+    /// Consecutive failures per cluster, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, resync: Duration, instance: String) -> Arc<Context> {
+        let reporter = Reporter {
+            controller: "pgpilot".into(),
+            instance: Some(instance),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            resync,
+            failures: Mutex::default(),
+        })
+    }
+}
+
+/// The API resource of PostgresCluster. The controller watches it untyped, so that one
+/// malformed stored object (written while the webhook was bypassed) cannot stall the watch
+/// of every other cluster: each object is parsed in `reconcile`, and a bad one is reported
+/// on its own status.
+pub fn cluster_resource() -> ApiResource {
+    ApiResource::erase::<PostgresCluster>(&())
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
+    let clusters: Api<DynamicObject> = Api::all_with(client.clone(), &cluster_resource());
+    let owned = || watcher::Config::default().labels("app.kubernetes.io/managed-by=pgpilot");
+    // Creating a cluster's children fires a burst of watch events for it; waiting a moment
+    // turns the burst into one reconcile instead of one per child.
+    let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
+    Controller::new_with(clusters, watcher::Config::default(), cluster_resource())
+        .with_config(config)
+        .owns(Api::<StatefulSet>::all(client.clone()), owned())
+        .owns(Api::<Service>::all(client.clone()), owned())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned())
+        .owns(Api::<Secret>::all(client.clone()), owned())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
+        .owns(Api::<CronJob>::all(client.clone()), owned())
+        .owns(Api::<Deployment>::all(client.clone()), owned())
+        .owns(Api::<Job>::all(client.clone()), owned())
+        .owns(Api::<ServiceAccount>::all(client.clone()), owned())
+        .owns(Api::<Role>::all(client.clone()), owned())
+        .owns(Api::<RoleBinding>::all(client.clone()), owned())
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => warn!("reconcile: {e}"),
+            }
+        })
+        .await;
+}
+
+/// An error message short enough for a condition or an event: the API server's answers
+/// quote whole objects, which nobody reads in `kubectl describe`.
+fn brief(message: String) -> String {
+    const MAX: usize = 512;
+    if message.len() <= MAX {
+        return message;
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
+
+fn key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    let n = {
+        let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key(&obj)).or_default();
+        *n = n.saturating_add(1);
+        *n
+    };
+    // 2 s, 4 s, 8 s ... at most 5 minutes.
+    let delay = Duration::from_secs(2u64.saturating_pow(n.min(9)).min(300));
+    warn!(cluster = %key(&obj), attempt = n, "{error}; retrying in {delay:?}");
+    Action::requeue(delay)
+}
+
+async fn publish(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+    let reference = obj.object_ref(&cluster_resource());
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!("publishing event: {e}");
+    }
+}
+
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if obj.meta().deletion_timestamp.is_some() {
+        // Children carry owner references: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let value = serde_json::to_value(obj.as_ref())
+        .map_err(|e| Error::Serialize(obj.name_any(), e.to_string()))?;
+    let cluster: PostgresCluster = match crate::manifest::from_value(value) {
+        Ok(c) => c,
+        Err(e) => {
+            // Not something retrying can fix: say so on the object and wait for an edit.
+            let message = format!("the stored object cannot be read: {e}");
+            publish(
+                &ctx,
+                &obj,
+                EventType::Warning,
+                "InvalidObject",
+                message.clone(),
+            )
+            .await;
+            let observation = Observation {
+                generation: obj.metadata.generation,
+                resolved: Err(("InvalidObject".into(), message)),
+                reconciled: Err(("InvalidObject".into(), "not rendered".into())),
+                ..Default::default()
+            };
+            let old = obj
+                .data
+                .get("status")
+                .and_then(|s| serde_json::from_value::<PostgresClusterStatus>(s.clone()).ok());
+            write_status(&api, &obj.name_any(), &observation, old.as_ref()).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let name = cluster.name_any();
+
+    let mut observation = Observation {
+        generation: cluster.metadata.generation,
+        desired: cluster.spec.instances.unwrap_or(0),
+        ..Default::default()
+    };
+    if !resolve::is_resolved(&cluster.spec, &ctx.config) {
+        // Stored while the webhook was bypassed, or before a newer field existed. Render
+        // nothing and send the object through admission again: an empty patch is an UPDATE
+        // that the mutating webhook resolves.
+        observation.resolved = Err((
+            "NotResolved".into(),
+            "the spec lacks defaults; re-submitted to the admission webhook".into(),
+        ));
+        observation.reconciled = Err((
+            "NotResolved".into(),
+            "nothing is rendered from an unresolved spec".into(),
+        ));
+        write_status(&api, &name, &observation, cluster.status.as_ref()).await?;
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({})),
+        )
+        .await
+        .map_err(Error::Resubmit)?;
+        publish(
+            &ctx,
+            &obj,
+            EventType::Normal,
+            "Resubmitted",
+            "the unresolved spec was sent through admission".into(),
+        )
+        .await;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+
+    let result = match render::render(&cluster) {
+        Ok(rendered) => materialize(&ctx, &obj, &cluster, &rendered).await,
+        Err(e) => {
+            observation.reconciled = Err(("RenderFailed".into(), e.to_string()));
+            publish(
+                &ctx,
+                &obj,
+                EventType::Warning,
+                "RenderFailed",
+                e.to_string(),
+            )
+            .await;
+            Ok(())
+        }
+    };
+    if let Err(e) = &result {
+        observation.reconciled = Err((e.reason().into(), brief(e.to_string())));
+        publish(
+            &ctx,
+            &obj,
+            EventType::Warning,
+            e.reason(),
+            brief(e.to_string()),
+        )
+        .await;
+    }
+
+    let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let sts = sts
+        .get_opt(&names::statefulset(&name))
+        .await
+        .map_err(|e| Error::List("StatefulSet".into(), e))?;
+    (observation.ready, observation.started) = status::ready_replicas(sts.as_ref());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!(
+        "{}={name},{}={}",
+        names::CLUSTER_LABEL,
+        names::ROLE_LABEL,
+        names::ROLE_PRIMARY
+    );
+    let primaries = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::List("Pod".into(), e))?;
+    observation.primary = primaries.items.first().map(|p| p.name_any());
+    write_status(&api, &name, &observation, cluster.status.as_ref()).await?;
+
+    result?;
+    ctx.failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key(&obj));
+    // Pods change readiness without touching any owned object: look again now and then.
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Applies every rendered child in dependency order, then prunes.
+async fn materialize(
+    ctx: &Context,
+    obj: &DynamicObject,
+    cluster: &PostgresCluster,
+    r: &Rendered,
+) -> Result<(), Error> {
+    let client = &ctx.client;
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let uid = cluster.uid().unwrap_or_default();
+    let selector = format!(
+        "{}={name},app.kubernetes.io/managed-by=pgpilot",
+        names::CLUSTER_LABEL
+    );
+    let mut changes = Vec::new();
+    // An error that must not stop the remaining steps; returned at the end.
+    let mut deferred: Option<Error> = None;
+
+    macro_rules! step {
+        ($kind:ty, $desired:expr) => {{
+            let api: Api<$kind> = Api::namespaced(client.clone(), &ns);
+            let live = apply::list(&api, &selector).await?;
+            changes.extend(apply::apply_all(&api, $desired, &live).await?);
+            changes.extend(apply::prune(&api, $desired, &live, &uid).await?);
+        }};
+    }
+    // RBAC → ConfigMaps and Secrets → Services → StatefulSets → PDB → CronJobs → pooler → Jobs.
+    step!(ServiceAccount, &r.service_accounts);
+    step!(Role, &r.roles);
+    step!(RoleBinding, &r.role_bindings);
+    step!(ConfigMap, &r.config_maps);
+    {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let live = apply::list(&api, &selector).await?;
+        changes.extend(secrets::ensure(&api, &r.secrets, &live).await?);
+        let wanted: Vec<Secret> = r
+            .secrets
+            .iter()
+            .map(|t| Secret {
+                metadata: t.metadata.clone(),
+                ..Default::default()
+            })
+            .collect();
+        changes.extend(apply::prune(&api, &wanted, &live, &uid).await?);
+    }
+    step!(Service, &r.services);
+    {
+        // A StatefulSet's volume claim templates cannot change after creation: keep the live
+        // ones, and grow the claims themselves when the spec asks for more space.
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+        let live = apply::list(&api, &selector).await?;
+        let desired: Vec<StatefulSet> = r
+            .stateful_sets
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                if let Some(l) = live.iter().find(|l| l.metadata.name == d.metadata.name)
+                    && let (Some(ds), Some(ls)) = (d.spec.as_mut(), l.spec.as_ref())
+                {
+                    ds.volume_claim_templates = ls.volume_claim_templates.clone();
+                }
+                d
+            })
+            .collect();
+        changes.extend(apply::apply_all(&api, &desired, &live).await?);
+        changes.extend(apply::prune(&api, &desired, &live, &uid).await?);
+        let (grown, refused) = volumes::grow(client, &ns, &r.stateful_sets).await?;
+        changes.extend(grown);
+        deferred = deferred.or(refused);
+    }
+    step!(PodDisruptionBudget, &r.pod_disruption_budgets);
+    step!(CronJob, &r.cron_jobs);
+    step!(Deployment, &r.deployments);
+    step!(Job, &r.jobs);
+    if !r.certificates.is_empty() {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &render::certificate_resource());
+        for cert in &r.certificates {
+            let cert_name = cert.name_any();
+            let current = match api.get_opt(&cert_name).await {
+                Ok(c) => c,
+                // No JSON Status in the answer: the API group itself is missing.
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(Error::MissingApi("cert-manager.io/v1 Certificate"));
+                }
+                Err(e) => return Err(Error::List("Certificate".into(), e)),
+            };
+            let want = serde_json::to_value(cert)
+                .map_err(|e| Error::Serialize(cert_name.clone(), e.to_string()))?;
+            let same = current
+                .as_ref()
+                .and_then(|c| serde_json::to_value(c).ok())
+                .is_some_and(|have| contains(&have, &serde_json::json!({ "spec": want["spec"] })));
+            if !same {
+                api.patch(
+                    &cert_name,
+                    &PatchParams::apply(apply::FIELD_MANAGER).force(),
+                    &Patch::Apply(&want),
+                )
+                .await
+                .map_err(|e| Error::Apply(format!("Certificate/{cert_name}"), e))?;
+                changes.push(if current.is_some() {
+                    Change::Updated(format!("Certificate/{cert_name}"))
+                } else {
+                    Change::Created(format!("Certificate/{cert_name}"))
+                });
+            }
+        }
+    }
+
+    for change in changes {
+        let (reason, what) = match &change {
+            Change::Created(w) => ("Created", w),
+            Change::Updated(w) => ("Updated", w),
+            Change::Deleted(w) => ("Deleted", w),
+        };
+        info!(cluster = %format!("{ns}/{name}"), "{reason} {what}");
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            reason,
+            format!("{reason} {what}"),
+        )
+        .await;
+    }
+    deferred.map_or(Ok(()), Err)
+}
+
+/// Writes the status when it differs from the stored one.
+async fn write_status(
+    api: &Api<PostgresCluster>,
+    name: &str,
+    o: &Observation,
+    old: Option<&PostgresClusterStatus>,
+) -> Result<(), Error> {
+    let now = Time(Timestamp::now());
+    let new = status::status(o, old, now);
+    if old == Some(&new) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({ "status": new });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// A Kubernetes client from a kubeconfig file, or from the environment (in-cluster service
+/// account, then `KUBECONFIG`) when none is given.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let raw = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(raw, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("loading {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("finding Kubernetes credentials: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("creating the Kubernetes client: {e}"))
+}
+
+/// This process's name in leader election and events: the pod name when deployed.
+pub fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+/// Runs the controller whenever this replica holds the lease, until `shutdown`.
+pub async fn run_elected(
+    client: Client,
+    config: Config,
+    settings: Settings,
+    shutdown: CancellationToken,
+) {
+    let identity = identity();
+    loop {
+        let elector =
+            leader::Elector::new(client.clone(), &settings.lease_namespace, identity.clone());
+        let Some(leading) = elector.lead(shutdown.clone()).await else {
+            return;
+        };
+        let ctx = Context::new(
+            client.clone(),
+            config.clone(),
+            settings.resync,
+            identity.clone(),
+        );
+        run(ctx, leading.clone()).await;
+        leading.cancel();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        info!("stopped reconciling; waiting to lead again");
+    }
+}

@@ -1,0 +1,164 @@
+//! Secrets: generated once, never overwritten. A password already in a Secret (generated
+//! earlier, or put there by the user before the cluster existed) is read and reused; only
+//! the keys derived from it are kept up to date.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use super::Error;
+use super::apply::{Change, FIELD_MANAGER, contains};
+use crate::names;
+use crate::render::{SecretKind, SecretTemplate, secret_data};
+
+/// Length of generated passwords: alphanumeric, so they need no quoting in URIs,
+/// connection strings or pgBouncer's userlist; 40 characters carry about 238 bits.
+pub const PASSWORD_LEN: usize = 40;
+
+/// A fresh password from the operating system's CSPRNG (via `rand`'s ChaCha-based
+/// thread RNG, reseeded from the OS).
+pub fn password() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(PASSWORD_LEN)
+        .map(char::from)
+        .collect()
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone())
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Makes every templated Secret exist with its derived keys, writing only what is missing or
+/// out of date.
+pub async fn ensure(
+    api: &Api<Secret>,
+    templates: &[SecretTemplate],
+    live: &[Secret],
+) -> Result<Vec<Change>, Error> {
+    let mut changes = Vec::new();
+    for t in templates {
+        let name = t.name().to_owned();
+        let current = live
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()));
+        let data: BTreeMap<String, String> = match (&t.kind, current) {
+            (SecretKind::PgBackRestTls { .. }, Some(s))
+                if ["ca.crt", "tls.crt", "tls.key"]
+                    .iter()
+                    .all(|k| text(s, k).is_some()) =>
+            {
+                // Certificates are kept as they are; only labels and owner are reconciled.
+                ["ca.crt", "tls.crt", "tls.key"]
+                    .iter()
+                    .map(|k| (k.to_string(), text(s, k).unwrap_or_default()))
+                    .collect()
+            }
+            (SecretKind::PgBackRestTls { dns_names }, _) => {
+                tls_pair(dns_names).map_err(|e| Error::Generate(name.clone(), e))?
+            }
+            (kind, current) => {
+                let password = current
+                    .and_then(|s| text(s, "password"))
+                    .unwrap_or_else(password);
+                secret_data(kind, &password)
+            }
+        };
+        let desired = Secret {
+            metadata: t.metadata.clone(),
+            type_: Some("Opaque".into()),
+            data: Some(
+                data.into_iter()
+                    .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let want = serde_json::to_value(&desired)
+            .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
+        if let Some(current) = current {
+            let have = serde_json::to_value(current)
+                .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
+            let mut compare = want.clone();
+            if let Some(meta) = compare.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.retain(|k, _| ["labels", "ownerReferences"].contains(&k.as_str()));
+            }
+            if contains(&have, &compare) {
+                continue;
+            }
+        }
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&want),
+        )
+        .await
+        .map_err(|e| Error::Apply(format!("Secret/{name}"), e))?;
+        changes.push(if current.is_some() {
+            Change::Updated(format!("Secret/{name}"))
+        } else {
+            Change::Created(format!("Secret/{name}"))
+        });
+    }
+    Ok(changes)
+}
+
+/// A CA and a certificate signed by it, for client and server use, as PEM.
+fn tls_pair(dns_names: &[String]) -> Result<BTreeMap<String, String>, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    let err = |e: rcgen::Error| e.to_string();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "pgpilot pgBackRest CA");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let mut params = CertificateParams::new(dns_names.to_vec()).map_err(err)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names::PGBACKREST_CLIENT_CN);
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = params.signed_by(&key, &ca).map_err(err)?;
+    Ok(BTreeMap::from([
+        ("ca.crt".to_owned(), ca.pem()),
+        ("tls.crt".to_owned(), cert.pem()),
+        ("tls.key".to_owned(), key.serialize_pem()),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_long_random_and_url_safe() {
+        let a = password();
+        let b = password();
+        assert_eq!(a.len(), PASSWORD_LEN);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn tls_pair_is_pem() {
+        let d = tls_pair(&["*.pg-pods.db.svc".into()]).unwrap();
+        assert!(d["ca.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(d["tls.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(d["tls.key"].contains("PRIVATE KEY"));
+    }
+}

@@ -1,0 +1,240 @@
+//! Status: observed generation, phase, instances, primary and the conditions `Resolved`,
+//! `Reconciled` and `Ready`. A condition's time changes only when its status flips, and a
+//! status equal to the stored one is not written, so the controller never wakes itself.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{InstancesStatus, Phase, PostgresClusterStatus};
+
+pub const RESOLVED: &str = "Resolved";
+pub const RECONCILED: &str = "Reconciled";
+pub const READY: &str = "Ready";
+
+/// What the controller observed, from which the status follows.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub generation: Option<i64>,
+    pub desired: i32,
+    pub ready: i32,
+    pub primary: Option<String>,
+    /// `Err((reason, message))` when the spec was not resolved.
+    pub resolved: Result<(), (String, String)>,
+    /// `Err((reason, message))` when rendering or applying failed.
+    pub reconciled: Result<(), (String, String)>,
+    /// Whether the StatefulSet has reported any status yet.
+    pub started: bool,
+}
+
+impl Default for Observation {
+    fn default() -> Self {
+        Observation {
+            generation: None,
+            desired: 0,
+            ready: 0,
+            primary: None,
+            resolved: Ok(()),
+            reconciled: Ok(()),
+            started: false,
+        }
+    }
+}
+
+fn condition(
+    type_: &str,
+    ok: Result<(), (String, String)>,
+    ok_reason: &str,
+    ok_message: &str,
+    generation: Option<i64>,
+    old: &[Condition],
+    now: &Time,
+) -> Condition {
+    let (status, reason, message) = match ok {
+        Ok(()) => ("True", ok_reason.to_owned(), ok_message.to_owned()),
+        Err((r, m)) => ("False", r, m),
+    };
+    let previous = old.iter().find(|c| c.type_ == type_);
+    let last = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason,
+        message,
+        observed_generation: generation,
+        last_transition_time: last,
+    }
+}
+
+/// The status for an observation, given the stored one (for transition times and phase).
+pub fn status(
+    o: &Observation,
+    old: Option<&PostgresClusterStatus>,
+    now: Time,
+) -> PostgresClusterStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let all_ready = o.desired > 0 && o.ready >= o.desired && o.primary.is_some();
+    let ready = if all_ready {
+        Ok(())
+    } else if o.primary.is_none() {
+        Err((
+            "NoPrimary".to_owned(),
+            format!(
+                "{}/{} instances ready, no primary elected",
+                o.ready, o.desired
+            ),
+        ))
+    } else {
+        Err((
+            "InstancesNotReady".to_owned(),
+            format!("{}/{} instances ready", o.ready, o.desired),
+        ))
+    };
+    let was_running = matches!(
+        old.and_then(|s| s.phase),
+        Some(Phase::Running | Phase::Degraded)
+    );
+    let phase = if o.resolved.is_err() || o.reconciled.is_err() {
+        Phase::Failed
+    } else if all_ready {
+        Phase::Running
+    } else if was_running {
+        Phase::Degraded
+    } else if o.started {
+        Phase::Creating
+    } else {
+        Phase::Pending
+    };
+    let conditions = vec![
+        condition(
+            RESOLVED,
+            o.resolved.clone(),
+            "Resolved",
+            "the spec is complete",
+            o.generation,
+            old_conditions,
+            &now,
+        ),
+        condition(
+            RECONCILED,
+            o.reconciled.clone(),
+            "Applied",
+            "every child object matches the spec",
+            o.generation,
+            old_conditions,
+            &now,
+        ),
+        condition(
+            READY,
+            ready,
+            "AllInstancesReady",
+            &format!("{0}/{0} instances ready", o.desired),
+            o.generation,
+            old_conditions,
+            &now,
+        ),
+    ];
+    PostgresClusterStatus {
+        observed_generation: o.generation,
+        phase: Some(phase),
+        instances: Some(InstancesStatus {
+            desired: o.desired,
+            ready: o.ready,
+        }),
+        primary: o.primary.clone(),
+        conditions,
+    }
+}
+
+pub fn ready_replicas(sts: Option<&StatefulSet>) -> (i32, bool) {
+    let status = sts.and_then(|s| s.status.as_ref());
+    (
+        status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        status.is_some(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn t(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    fn obs(ready: i32, primary: bool) -> Observation {
+        Observation {
+            generation: Some(3),
+            desired: 2,
+            ready,
+            primary: primary.then(|| "pg-0".to_owned()),
+            resolved: Ok(()),
+            reconciled: Ok(()),
+            started: true,
+        }
+    }
+
+    #[test]
+    fn phases_and_conditions() {
+        let creating = status(&obs(0, false), None, t(10));
+        assert_eq!(creating.phase, Some(Phase::Creating));
+        let ready = creating
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NoPrimary")
+        );
+
+        let running = status(&obs(2, true), Some(&creating), t(20));
+        assert_eq!(running.phase, Some(Phase::Running));
+        let ready = running
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.clone()),
+            ("True", t(20))
+        );
+        // Reconciled stayed True: its time is the first one.
+        let rec = running
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RECONCILED)
+            .unwrap();
+        assert_eq!(rec.last_transition_time, t(10));
+
+        let degraded = status(&obs(1, true), Some(&running), t(30));
+        assert_eq!(degraded.phase, Some(Phase::Degraded));
+        assert_eq!(
+            degraded
+                .conditions
+                .iter()
+                .find(|c| c.type_ == READY)
+                .unwrap()
+                .observed_generation,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn an_unchanged_observation_gives_an_identical_status() {
+        let first = status(&obs(2, true), None, t(10));
+        assert_eq!(status(&obs(2, true), Some(&first), t(99)), first);
+    }
+
+    #[test]
+    fn failures_are_failed() {
+        let mut o = obs(2, true);
+        o.reconciled = Err(("ApplyFailed".into(), "boom".into()));
+        let s = status(&o, None, t(1));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(s.conditions[1].status, "False");
+    }
+}
