@@ -1,15 +1,19 @@
 //! The `pgpilot` command.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use pgpilot::api::PostgresCluster;
 use pgpilot::config::Config;
 use pgpilot::manifest::{self, MAX_INPUT_BYTES};
+use pgpilot::webhook::{self, Webhook};
 use pgpilot::{resolve, validate};
 
 #[derive(Parser)]
@@ -38,6 +42,76 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Serve the admission webhook (`/mutate`, `/validate`) over HTTPS.
+    Webhook(ServeArgs),
+    /// Run the controller alone: watch PostgresClusters and materialize their children.
+    Controller {
+        #[command(flatten)]
+        controller: ControllerArgs,
+        /// Operator configuration file (YAML) laid over the compiled-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print every child object of resolved PostgresCluster manifests as YAML, as the
+    /// controller would apply them (Secrets show `GENERATED-ONCE` for passwords).
+    Render {
+        /// A YAML file with one or more PostgresCluster documents; `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Namespace for documents that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the operator: every part in one process (the deployed default). For now the
+    /// admission webhook; the controller joins it here.
+    Run {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        controller: ControllerArgs,
+    },
+    /// A local control plane (etcd, kube-apiserver, kube-controller-manager) with the
+    /// operator, the CRD and the webhooks, in the foreground until Ctrl-C (`make dev`).
+    Dev(pgpilot::devcluster::dev::DevArgs),
+}
+
+#[derive(Args)]
+struct ControllerArgs {
+    /// Kubeconfig to use; by default in-cluster credentials, then `KUBECONFIG`.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the leader-election Lease (default: `POD_NAMESPACE`, else `default`).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// Seconds between re-checks of an unchanged cluster (pod readiness, drift nobody
+    /// reported); a re-check of an unchanged cluster writes nothing.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    resync_seconds: u64,
+}
+
+impl ControllerArgs {
+    fn lease_namespace(&self) -> String {
+        self.lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Directory with tls.crt and tls.key (a cert-manager Secret volume); a new pair there
+    /// is served within seconds.
+    #[arg(long)]
+    cert_dir: PathBuf,
+    /// Operator configuration file (YAML) laid over the compiled-in defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Exit codes of `pgpilot resolve`.
@@ -47,12 +121,113 @@ const EXIT_UNREADABLE: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Dev(args) => pgpilot::devcluster::dev::main(args),
         Command::Crd => {
             let yaml = serde_yaml::to_string(&PostgresCluster::crd()).expect("the CRD serializes");
             print_or_fail(&yaml)
         }
         Command::Resolve { file, config } => resolve_command(&file, config.as_deref()),
+        // Identical until the controller exists: then `run` also spawns it in `serve`.
+        Command::Webhook(args) => {
+            let config = args.config.clone();
+            serve_command(Some(args), None, config)
+        }
+        Command::Run { serve, controller } => {
+            let config = serve.config.clone();
+            serve_command(Some(serve), Some(controller), config)
+        }
+        Command::Controller { controller, config } => serve_command(None, Some(controller), config),
+        Command::Render {
+            file,
+            namespace,
+            config,
+        } => render_command(&file, &namespace, config.as_deref()),
     }
+}
+
+fn serve_command(
+    webhook: Option<ServeArgs>,
+    controller: Option<ControllerArgs>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = load_config(config.as_deref()).and_then(|config| {
+        let runtime = tokio::runtime::Runtime::new()
+            .map_err(|e| format!("starting the async runtime: {e}"))?;
+        runtime.block_on(serve(webhook, controller, config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the webhook, the controller, or both, until a signal or until one part ends.
+async fn serve(
+    webhook: Option<ServeArgs>,
+    controller: Option<ControllerArgs>,
+    config: Config,
+) -> Result<(), String> {
+    let shutdown = CancellationToken::new();
+    let mut parts = JoinSet::new();
+    parts.spawn(cancel_on_signal(shutdown.clone()));
+    if let Some(args) = webhook {
+        let settings = webhook::Settings::new(args.listen, args.cert_dir, config.clone());
+        let webhook = Webhook::bind(settings).await.map_err(|e| e.to_string())?;
+        parts.spawn(webhook.serve(shutdown.clone()));
+    }
+    if let Some(args) = controller {
+        let client = pgpilot::controller::client(args.kubeconfig.as_deref()).await?;
+        let settings = pgpilot::controller::Settings {
+            lease_namespace: args.lease_namespace(),
+            resync: std::time::Duration::from_secs(args.resync_seconds),
+        };
+        parts.spawn(pgpilot::controller::run_elected(
+            client,
+            config,
+            settings,
+            shutdown.clone(),
+        ));
+    }
+    while let Some(ended) = parts.join_next().await {
+        shutdown.cancel();
+        if let Err(e) = ended {
+            parts.abort_all();
+            return Err(format!("a part of the operator failed: {e}"));
+        }
+    }
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM, only for SIGINT: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+    }
+    shutdown.cancel();
 }
 
 fn print_or_fail(text: &str) -> ExitCode {
@@ -137,6 +312,54 @@ fn resolve_command(file: &std::path::Path, config: Option<&std::path::Path>) -> 
     // All or nothing: with any invalid document, nothing goes to standard output.
     if invalid {
         return ExitCode::from(EXIT_INVALID);
+    }
+    print_or_fail(&output)
+}
+
+fn render_command(
+    file: &std::path::Path,
+    namespace: &str,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
+    let unreadable = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_UNREADABLE)
+    };
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => return unreadable(e),
+    };
+    let clusters = match read_input(file).and_then(|t| {
+        manifest::from_yaml_stream(&t).map_err(|e| format!("{}: {e}", file.display()))
+    }) {
+        Ok(c) => c,
+        Err(e) => return unreadable(e),
+    };
+    let mut output = String::new();
+    for (i, mut cluster) in clusters.into_iter().enumerate() {
+        cluster.spec = resolve::resolve(&cluster.spec, None, &config);
+        cluster
+            .metadata
+            .namespace
+            .get_or_insert_with(|| namespace.to_owned());
+        let outcome = validate::validate(&cluster, None);
+        if !outcome.is_valid() {
+            eprintln!("error: PostgresCluster (document {}) is invalid:", i + 1);
+            for e in &outcome.errors {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(EXIT_INVALID);
+        }
+        let objects = pgpilot::render::render(&cluster).and_then(|r| r.objects());
+        match objects {
+            Ok(objects) => {
+                for o in objects {
+                    output.push_str("---\n");
+                    output.push_str(&serde_yaml::to_string(&o).unwrap_or_default());
+                }
+            }
+            Err(e) => return unreadable(format!("document {}: {e}", i + 1)),
+        }
     }
     print_or_fail(&output)
 }
