@@ -216,3 +216,50 @@ fn crd_prints_the_checked_in_definition() {
             .unwrap();
     assert_eq!(text(&out.stdout), on_disk);
 }
+
+#[test]
+fn render_prints_every_child() {
+    let out = pgpilot(
+        &[
+            "render",
+            "-f",
+            "manifests/samples/ha-backup-pooler.yaml",
+            "-n",
+            "shop",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&stdout)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    // Apply order: RBAC, then configuration, then Services, workloads, budgets, CronJobs.
+    let first = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+    assert!(
+        first("Role") < first("ConfigMap")
+            && first("ConfigMap") < first("Secret")
+            && first("Secret") < first("Service")
+    );
+    assert!(
+        first("Service") < first("StatefulSet")
+            && first("StatefulSet") < first("PodDisruptionBudget")
+    );
+    assert!(
+        first("PodDisruptionBudget") < first("CronJob") && first("CronJob") < first("Deployment")
+    );
+    assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "shop"));
+    assert!(stdout.contains("password: GENERATED-ONCE"));
+    let out = pgpilot(
+        &["render", "-f", "-"],
+        Some(
+            format!(
+                "{HEADER}metadata: {{name: x}}\nspec: {{instances: 0, storage: {{size: 1Gi}}}}\n"
+            )
+            .as_bytes(),
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("spec.instances: Invalid value: 0"));
+}

@@ -1,0 +1,328 @@
+//! End to end through a real API server: `kubectl` as a user types it, the CRD, and the
+//! operator (`pgpilot run`, a host process) behind the webhook configurations derived from
+//! `manifests/webhooks.yaml`. One control plane for the binary; each test has a namespace.
+
+mod e2e;
+
+use std::sync::LazyLock;
+
+use e2e::{Harness, Setup, cluster, resolved, sample, spec_json};
+use pgpilot::api::PostgresCluster;
+use pgpilot::validate::validate;
+
+static E2E: LazyLock<Harness> = LazyLock::new(|| Harness::start(Setup::WithOperator));
+
+/// The warnings `validate` gives for what `resolve` makes of `yaml`: what kubectl must print.
+fn expected_warnings(yaml: &str) -> Vec<String> {
+    let mut c = cluster(yaml);
+    c.spec = resolved(&c.spec);
+    validate(&c, None).warnings
+}
+
+#[test]
+fn minimal_sample_is_stored_resolved() {
+    let ns = E2E.namespace("minimal");
+    let run = E2E
+        .kubectl(&["apply", "-n", &ns, "-f", "manifests/samples/minimal.yaml"])
+        .success();
+    assert_eq!(
+        run.stdout.trim(),
+        "postgrescluster.pgpilot.io/minimal created"
+    );
+    assert_eq!(
+        run.warnings(),
+        expected_warnings(&sample("minimal")),
+        "{run}"
+    );
+
+    let sample = cluster(&sample("minimal"));
+    let shown = E2E
+        .kubectl(&["get", "pgc", "minimal", "-n", &ns, "-o", "yaml"])
+        .success();
+    // As JSON, so explicit nulls (`storageClassName: null`) count too.
+    let expected = serde_json::to_value(resolved(&sample.spec)).unwrap();
+    assert_eq!(spec_json(&shown.stdout), expected, "{}", shown.stdout);
+    let stored = E2E.stored(&ns, "minimal").expect("stored");
+    assert_eq!(stored.spec, resolved(&sample.spec));
+}
+
+#[test]
+fn server_dry_run_shows_the_resolved_spec_and_stores_nothing() {
+    let ns = E2E.namespace("dry-run");
+    let run = E2E
+        .kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "yaml",
+            "-n",
+            &ns,
+            "-f",
+            "manifests/samples/minimal.yaml",
+        ])
+        .success();
+    let sample = cluster(&sample("minimal"));
+    let expected = serde_json::to_value(resolved(&sample.spec)).unwrap();
+    assert_eq!(spec_json(&run.stdout), expected, "{}", run.stdout);
+
+    assert!(
+        E2E.stored(&ns, "minimal").is_none(),
+        "nothing may be stored"
+    );
+    let get = E2E.kubectl(&["get", "pgc", "minimal", "-n", &ns]).failure();
+    assert!(
+        get.stderr
+            .contains(r#"postgresclusters.pgpilot.io "minimal" not found"#),
+        "{get}"
+    );
+}
+
+#[test]
+fn invalid_spec_is_rejected_naming_every_field() {
+    let ns = E2E.namespace("invalid");
+    let yaml = "apiVersion: pgpilot.io/v1
+kind: PostgresCluster
+metadata:
+  name: broken
+spec:
+  postgresVersion: 13
+  instances: 0
+  storage:
+    size: 10Gi
+  postgresql:
+    parameters:
+      port: '5433'
+      archive_command: /bin/true
+  patroni:
+    ttl: 20
+    loopWait: 10
+    retryTimeout: 10
+  users:
+  - name: postgres
+";
+    let mut broken = cluster(yaml);
+    broken.spec = resolved(&broken.spec);
+    let errors = validate(&broken, None).errors;
+    assert!(
+        errors.len() >= 5,
+        "the spec should break several rules: {errors:#?}"
+    );
+
+    let run = E2E
+        .kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], yaml)
+        .failure();
+    // kubectl lists the causes of an Invalid status one per line.
+    assert!(
+        run.stderr
+            .contains("The PostgresCluster \"broken\" is invalid: \n"),
+        "{run}"
+    );
+    for error in &errors {
+        assert!(
+            run.stderr.contains(&format!("\n* {error}\n")),
+            "no {error} in\n{run}"
+        );
+    }
+    assert!(E2E.stored(&ns, "broken").is_none(), "nothing may be stored");
+}
+
+#[test]
+fn malformed_spec_is_rejected_with_the_field_path() {
+    let ns = E2E.namespace("malformed");
+    let yaml = "apiVersion: pgpilot.io/v1
+kind: PostgresCluster
+metadata:
+  name: malformed
+spec:
+  instances: two
+  storage:
+    size: 10Gi
+";
+    let run = E2E
+        .kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], yaml)
+        .failure();
+    assert!(run.stderr.contains("spec.instances"), "{run}");
+    assert!(
+        E2E.stored(&ns, "malformed").is_none(),
+        "nothing may be stored"
+    );
+}
+
+/// Applies `before`, then `after`; `after` must be rejected with `message` and leave the
+/// stored object as it was.
+#[track_caller]
+fn update_is_rejected(ns: &str, before: &str, after: &str, messages: &[&str]) {
+    E2E.namespace(ns);
+    E2E.kubectl_stdin(&["apply", "-n", ns, "-f", "-"], before)
+        .success();
+    let stored = E2E.stored(ns, "db").expect("stored");
+    let run = E2E
+        .kubectl_stdin(&["apply", "-n", ns, "-f", "-"], after)
+        .failure();
+    assert!(
+        run.stderr
+            .contains("The PostgresCluster \"db\" is invalid: "),
+        "kubectl should relay the API server's refusal:\n{run}"
+    );
+    for message in messages {
+        assert!(run.stderr.contains(message), "no {message:?} in\n{run}");
+    }
+    let now = E2E.stored(ns, "db").expect("still stored");
+    assert_eq!(now.spec, stored.spec, "the stored spec changed");
+    assert_eq!(now.metadata.generation, stored.metadata.generation);
+}
+
+fn db(spec: &str) -> String {
+    format!(
+        "apiVersion: pgpilot.io/v1\nkind: PostgresCluster\nmetadata:\n  name: db\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn shrinking_storage_is_rejected() {
+    update_is_rejected(
+        "shrink",
+        &db("  storage:\n    size: 10Gi\n"),
+        &db("  storage:\n    size: 5Gi\n"),
+        // The CRD's CEL rule answers before the validating webhook is asked.
+        &["spec.storage", "storage.size may not shrink"],
+    );
+}
+
+#[test]
+fn changing_the_storage_class_is_rejected() {
+    update_is_rejected(
+        "storage-class",
+        &db("  storage:\n    size: 10Gi\n    storageClassName: standard\n"),
+        &db("  storage:\n    size: 10Gi\n    storageClassName: fast\n"),
+        &["spec.storage", "storage.storageClassName is immutable"],
+    );
+}
+
+#[test]
+fn setting_a_storage_class_on_the_default_one_is_rejected() {
+    // Stored as `storageClassName: null`: CEL's has() sees no field, so the webhook's
+    // update rule must catch it.
+    update_is_rejected(
+        "storage-class-null",
+        &db("  storage:\n    size: 10Gi\n"),
+        &db("  storage:\n    size: 10Gi\n    storageClassName: fast\n"),
+        &["spec.storage.storageClassName"],
+    );
+}
+
+#[test]
+fn changing_the_major_version_is_rejected() {
+    update_is_rejected(
+        "major-version",
+        &db("  postgresVersion: 17\n  storage:\n    size: 10Gi\n"),
+        &db("  postgresVersion: 18\n  storage:\n    size: 10Gi\n"),
+        &["spec.postgresVersion", "postgresVersion is immutable"],
+    );
+}
+
+fn shared_buffers(c: &PostgresCluster) -> String {
+    let parameters = c
+        .spec
+        .postgresql
+        .as_ref()
+        .and_then(|p| p.parameters.as_ref());
+    let value = parameters
+        .and_then(|p| p.get("shared_buffers"))
+        .expect("shared_buffers");
+    serde_json::to_value(value)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn raising_the_memory_request_retunes_derived_parameters() {
+    let ns = E2E.namespace("retune");
+    let memory = |m: &str| {
+        db(&format!(
+            "  storage:\n    size: 10Gi\n  resources:\n    requests:\n      memory: {m}\n"
+        ))
+    };
+    E2E.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &memory("1Gi"))
+        .success();
+    assert_eq!(shared_buffers(&E2E.stored(&ns, "db").unwrap()), "256MB");
+
+    E2E.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &memory("4Gi"))
+        .success();
+    let shown = E2E
+        .kubectl(&["get", "pgc", "db", "-n", &ns, "-o", "yaml"])
+        .success();
+    let retuned: PostgresCluster = serde_yaml::from_str(&shown.stdout).unwrap();
+    assert_eq!(shared_buffers(&retuned), "1024MB", "{}", shown.stdout);
+    // Every derived default followed: the object is what a fresh 4Gi cluster resolves to.
+    assert_eq!(retuned.spec, resolved(&cluster(&memory("4Gi")).spec));
+}
+
+#[test]
+fn an_explicit_shared_buffers_survives_a_memory_change() {
+    let ns = E2E.namespace("explicit");
+    let memory = |m: &str| {
+        db(&format!(
+            "  storage:\n    size: 10Gi\n  resources:\n    requests:\n      memory: {m}\n  postgresql:\n    parameters:\n      shared_buffers: 300MB\n"
+        ))
+    };
+    E2E.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &memory("1Gi"))
+        .success();
+    E2E.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &memory("4Gi"))
+        .success();
+    let stored = E2E.stored(&ns, "db").unwrap();
+    assert_eq!(shared_buffers(&stored), "300MB");
+    assert_eq!(stored.spec, resolved(&cluster(&memory("4Gi")).spec));
+}
+
+#[test]
+fn a_one_instance_cluster_is_admitted_with_warnings() {
+    let ns = E2E.namespace("single");
+    let yaml = db("  instances: 1\n  storage:\n    size: 10Gi\n");
+    let run = E2E
+        .kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml)
+        .success();
+    assert_eq!(run.stdout.trim(), "postgrescluster.pgpilot.io/db created");
+    let expected = expected_warnings(&yaml);
+    assert!(
+        expected.iter().any(|w| w.starts_with("spec.instances: ")),
+        "validate should warn about one instance: {expected:?}"
+    );
+    assert_eq!(run.warnings(), expected, "{run}");
+    assert_eq!(E2E.stored(&ns, "db").unwrap().spec.instances, Some(1));
+}
+
+#[test]
+fn get_shows_the_printer_columns() {
+    let ns = E2E.namespace("columns");
+    E2E.kubectl(&["apply", "-n", &ns, "-f", "manifests/samples/minimal.yaml"])
+        .success();
+    let run = E2E.kubectl(&["get", "pgc", "-n", &ns]).success();
+    let mut lines = run.stdout.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "VERSION",
+            "INSTANCES",
+            "READY",
+            "PRIMARY",
+            "PHASE",
+            "AGE"
+        ],
+        "{run}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..3], ["minimal", "18", "2"], "{run}");
+}

@@ -1,0 +1,214 @@
+//! The reconciler's life cycle, in tests that must have the control plane to themselves
+//! (they stop the operator, remove the webhooks or count every write): Secrets never
+//! change and a crash mid-reconcile converges; an unchanged cluster costs no writes; of two
+//! operators only the leader acts; an unresolved object is sent back through admission.
+
+mod reconciler;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reconciler::*;
+
+/// One test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn secrets(ns: &str) -> String {
+    kubectl(&[
+        "get",
+        "secrets",
+        "-n",
+        ns,
+        "-l",
+        "pgpilot.io/cluster=minimal",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.data}{\"\\n\"}{end}",
+    ])
+    .success()
+    .stdout
+}
+
+#[test]
+fn secrets_never_change_and_a_crash_converges() {
+    let _one = serial();
+    let ns = namespace("secrets");
+    apply_minimal(&ns);
+    let before = secrets(&ns);
+    assert_eq!(before.lines().count(), 4, "{before}");
+    let password = jsonpath(&ns, "secret/minimal-superuser", "{.data.password}");
+    assert!(password.len() >= 40, "a long generated password");
+
+    // Kill the operator right after a change, then start it again.
+    patch_minimal(&ns, r#"{"spec":{"users":[{"name":"app"}]}}"#);
+    kill_operators();
+    ENV.operator.start_again().expect("restarts");
+    eventually("the new user's Secret", Duration::from_secs(30), || {
+        (!jsonpath(&ns, "secret/minimal-user-app", "{.data.password}").is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let after: String = secrets(&ns)
+        .lines()
+        .filter(|l| !l.starts_with("minimal-user-app="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        after, before,
+        "Secrets are byte-identical across reconciles and restarts"
+    );
+}
+
+#[test]
+fn an_unchanged_cluster_costs_no_writes() {
+    let _one = serial();
+    let ns = namespace("quiet");
+    apply_minimal(&ns);
+    wait_reconciled(&ns);
+    // Let the creation settle (the StatefulSet controller's own status updates).
+    eventually("a quiet API server", Duration::from_secs(30), || {
+        let a = writes();
+        std::thread::sleep(Duration::from_secs(2));
+        (writes() == a).then_some(())
+    });
+    let before = writes();
+    // Three resyncs of every cluster in the control plane.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        writes(),
+        before,
+        "a resync of unchanged clusters must not write"
+    );
+}
+
+#[test]
+fn of_two_operators_only_the_leader_acts() {
+    let _one = serial();
+    let ns = namespace("leader");
+    apply_minimal(&ns);
+    let holder = || {
+        jsonpath(
+            "default",
+            "lease/pgpilot-controller",
+            "{.spec.holderIdentity}",
+        )
+    };
+    let first = holder();
+    assert!(!first.is_empty());
+
+    let second = operator(&ENV.cluster, "second.log", &[]);
+    let second_log = ENV.cluster.work_dir().join("second.log");
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(holder(), first, "the lease stays with the first operator");
+    let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+    assert!(
+        !log.contains("leading") && !log.contains("Created"),
+        "the second operator must not act:\n{log}"
+    );
+
+    // The leader goes away: the other takes over and heals drift.
+    ENV.operator.stop();
+    let taken = eventually("a new leader", Duration::from_secs(40), || {
+        let h = holder();
+        (h != first && !h.is_empty()).then_some(h)
+    });
+    kubectl(&["delete", "service", "-n", &ns, "minimal-replicas"]).success();
+    eventually(
+        "minimal-replicas recreated by the new leader",
+        Duration::from_secs(20),
+        || {
+            (!jsonpath(&ns, "service/minimal-replicas", "{.metadata.name}").is_empty())
+                .then_some(())
+        },
+    );
+    let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+    assert!(
+        log.contains("leading") && log.contains("Created Service/minimal-replicas"),
+        "{log}"
+    );
+    assert_ne!(taken, first);
+    ENV.operator
+        .start_again()
+        .expect("the first operator starts again");
+    drop(second);
+}
+
+#[test]
+fn an_unresolved_object_goes_back_through_admission() {
+    let _one = serial();
+    let ns = namespace("unresolved");
+    remove_webhooks();
+    // Stored as written: nothing resolved it.
+    kubectl(&["apply", "-n", &ns, "-f", "manifests/samples/minimal.yaml"]).success();
+    assert_eq!(jsonpath(&ns, "pgc/minimal", "{.spec.instances}"), "");
+    eventually("Resolved=False", Duration::from_secs(20), || {
+        (jsonpath(
+            &ns,
+            "pgc/minimal",
+            "{.status.conditions[?(@.type==\"Resolved\")].status}",
+        ) == "False")
+            .then_some(())
+    });
+    assert!(
+        children(&ns, "minimal").is_empty(),
+        "nothing is rendered from an unresolved spec"
+    );
+
+    ENV.cluster
+        .install_webhooks(&ENV.configurations)
+        .expect("webhooks back");
+    eventually(
+        "the spec resolved by the webhook",
+        Duration::from_secs(40),
+        || (jsonpath(&ns, "pgc/minimal", "{.spec.instances}") == "2").then_some(()),
+    );
+    eventually("children", Duration::from_secs(30), || {
+        children(&ns, "minimal")
+            .contains("statefulset.apps/minimal")
+            .then_some(())
+    });
+    kubectl(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Resolved",
+        "pgc/minimal",
+        "--timeout=30s",
+    ])
+    .success();
+}
+
+#[test]
+fn a_malformed_stored_object_does_not_stop_the_others() {
+    let _one = serial();
+    let ns = namespace("malformed");
+    remove_webhooks();
+    // The schema keeps any parameter value; only pgpilot's own parsing refuses a map.
+    let bad = "apiVersion: pgpilot.io/v1\nkind: PostgresCluster\nmetadata: {name: broken}\nspec:\n  storage: {size: 1Gi}\n  postgresql: {parameters: {work_mem: {nested: 1}}}\n";
+    kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], bad).success();
+    ENV.cluster
+        .install_webhooks(&ENV.configurations)
+        .expect("webhooks back");
+    eventually(
+        "the broken object reported",
+        Duration::from_secs(30),
+        || {
+            let reason = jsonpath(
+                &ns,
+                "pgc/broken",
+                "{.status.conditions[?(@.type==\"Resolved\")].reason}",
+            );
+            (reason == "InvalidObject").then_some(())
+        },
+    );
+    let message = jsonpath(
+        &ns,
+        "pgc/broken",
+        "{.status.conditions[?(@.type==\"Resolved\")].message}",
+    );
+    assert!(message.contains("work_mem"), "{message}");
+    // Other clusters are still reconciled.
+    apply_minimal(&ns);
+}
