@@ -201,13 +201,13 @@ fn changing_the_storage_class_is_rejected() {
 
 #[test]
 fn setting_a_storage_class_on_the_default_one_is_rejected() {
-    // Stored as `storageClassName: null`: CEL's has() sees no field, so the webhook's
-    // update rule must catch it.
+    // Stored as `storageClassName: null`, which CEL's has() does not see: the CRD's rule
+    // lets this through and the validating webhook's update rule refuses it.
     update_is_rejected(
         "storage-class-null",
         &db("  storage:\n    size: 10Gi\n"),
         &db("  storage:\n    size: 10Gi\n    storageClassName: fast\n"),
-        &["spec.storage.storageClassName"],
+        &["storageClassName", "immutable"],
     );
 }
 

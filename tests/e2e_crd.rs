@@ -107,6 +107,24 @@ fn cel_rejects_changing_the_storage_class() {
 }
 
 #[test]
+fn cel_rejects_setting_a_class_where_the_cluster_default_was_stored() {
+    // `resolve` stores an explicit null for "the cluster default"; CEL's has() is false
+    // for it, so the rule compares presence as well as value.
+    let run = update(
+        "cel-null-class",
+        &db("  storage:\n    size: 10Gi\n    storageClassName: null\n"),
+        &db("  storage:\n    size: 10Gi\n    storageClassName: fast\n"),
+    )
+    .failure();
+    assert!(
+        run.stderr.contains(
+            r#"spec.storage: Invalid value: "object": storage.storageClassName is immutable"#
+        ),
+        "{run}"
+    );
+}
+
+#[test]
 fn cel_rejects_changing_the_major_version_and_allows_other_updates() {
     let run = update(
         "cel-version",

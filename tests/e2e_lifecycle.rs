@@ -46,7 +46,8 @@ fn secrets_never_change_and_a_crash_converges() {
     patch_minimal(&ns, r#"{"spec":{"users":[{"name":"app"}]}}"#);
     kill_operators();
     ENV.operator.start_again().expect("restarts");
-    eventually("the new user's Secret", Duration::from_secs(30), || {
+    // The new process waits out the killed one's lease (15 s) before it reconciles.
+    eventually("the new user's Secret", Duration::from_secs(90), || {
         (!jsonpath(&ns, "secret/minimal-user-app", "{.data.password}").is_empty()).then_some(())
     });
     std::thread::sleep(Duration::from_secs(4));

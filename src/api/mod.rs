@@ -109,7 +109,9 @@ pub struct PostgresClusterSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0").message("storage.size may not shrink"))]
-#[x_kube(validation = Rule::new("!has(oldSelf.storageClassName) || (has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)").message("storage.storageClassName is immutable"))]
+// `has()` is false for an explicit null (what `resolve` stores for "the cluster default"),
+// so presence and value are compared: null -> "x", "x" -> "y" and "x" -> null are refused.
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storage.storageClassName is immutable"))]
 pub struct StorageSpec {
     /// Size of each instance's data volume, e.g. `10Gi`. Required; may grow, never shrink.
     pub size: Quantity,
