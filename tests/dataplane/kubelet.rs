@@ -528,6 +528,9 @@ impl Kubelet {
             "sh",
         ])
         .args(&argv)
+        // A container starts in its image's working directory, not in ours: the test may
+        // run from a checkout under /tmp, which the pod's own /tmp hides.
+        .current_dir("/")
         .env_clear()
         .env(
             "PATH",
