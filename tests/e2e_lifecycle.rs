@@ -45,6 +45,8 @@ fn secrets_never_change_and_a_crash_converges() {
     // Kill the operator right after a change, then start it again.
     patch_minimal(&ns, r#"{"spec":{"users":[{"name":"app"}]}}"#);
     kill_operators();
+    // Reap it (a no-op signal-wise: it is dead), so that starting again really starts.
+    ENV.operator.stop();
     ENV.operator.start_again().expect("restarts");
     // The new process waits out the killed one's lease (15 s) before it reconciles.
     eventually("the new user's Secret", Duration::from_secs(90), || {

@@ -202,6 +202,8 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     }
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let status_api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &cluster_resource());
 
     let value = serde_json::to_value(obj.as_ref())
         .map_err(|e| Error::Serialize(obj.name_any(), e.to_string()))?;
@@ -228,7 +230,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
                 .data
                 .get("status")
                 .and_then(|s| serde_json::from_value::<PostgresClusterStatus>(s.clone()).ok());
-            write_status(&api, &obj.name_any(), &observation, old.as_ref()).await?;
+            write_status(&status_api, &obj.name_any(), &observation, old.as_ref()).await?;
             return Ok(Action::await_change());
         }
     };
@@ -251,7 +253,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
             "NotResolved".into(),
             "nothing is rendered from an unresolved spec".into(),
         ));
-        write_status(&api, &name, &observation, cluster.status.as_ref()).await?;
+        write_status(&status_api, &name, &observation, cluster.status.as_ref()).await?;
         api.patch(
             &name,
             &PatchParams::default(),
@@ -315,7 +317,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .await
         .map_err(|e| Error::List("Pod".into(), e))?;
     observation.primary = primaries.items.first().map(|p| p.name_any());
-    write_status(&api, &name, &observation, cluster.status.as_ref()).await?;
+    write_status(&status_api, &name, &observation, cluster.status.as_ref()).await?;
 
     result?;
     ctx.failures
@@ -457,8 +459,9 @@ async fn materialize(
 }
 
 /// Writes the status when it differs from the stored one.
+/// Untyped, so the answer parses even for a stored object pgpilot cannot read.
 async fn write_status(
-    api: &Api<PostgresCluster>,
+    api: &Api<DynamicObject>,
     name: &str,
     o: &Observation,
     old: Option<&PostgresClusterStatus>,
