@@ -56,8 +56,14 @@ pub struct PairFiles {
 
 impl PairFiles {
     pub async fn read(dir: &Path) -> Result<PairFiles, CertError> {
+        // Both files from one version: resolve `..data` once, so that a swap between the two
+        // reads cannot pair the old certificate with the new key (or the reverse). Without
+        // `..data` (plain files) the directory itself is read.
+        let base = tokio::fs::canonicalize(dir.join("..data"))
+            .await
+            .unwrap_or_else(|_| dir.to_path_buf());
         let read = |name: &'static str| {
-            let path = dir.join(name);
+            let path = base.join(name);
             async move {
                 tokio::fs::read(&path)
                     .await
