@@ -105,6 +105,24 @@ pub struct PostgresClusterSpec {
     pub service: Option<ServiceSpec>,
 }
 
+impl PostgresClusterSpec {
+    /// The pgBackRest repositories, none when the spec has no backup section.
+    pub fn backup_repos(&self) -> &[BackupRepo] {
+        self.backup
+            .as_ref()
+            .and_then(|b| b.pgbackrest.as_ref())
+            .and_then(|p| p.repos.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Whether PostgreSQL gets a server certificate (from an issuer or a Secret).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.issuer_ref.is_some() || t.secret_name.is_some())
+    }
+}
+
 /// The data volume of every instance.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

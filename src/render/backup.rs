@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use super::patroni::{STANZA, has_repos};
-use super::pgbackrest::{REPO_HOST_CONF, VOLUME_ROOT, repo_index, repos};
+use super::patroni::STANZA;
+use super::pgbackrest::{REPO_HOST_CONF, VOLUME_ROOT, repo_index};
 use super::pod::{container_security, pod_security, secret_env, tmp_volume};
 use super::{Cluster, RenderError, Rendered, build, component, need};
 use crate::api::BackupRepo;
@@ -36,7 +36,7 @@ fn repo_access(
         ],
         env: Vec::new(),
     };
-    for repo in repos(c) {
+    for repo in c.spec.backup_repos() {
         let n = repo_index(repo)?;
         let p = format!("repo{n}");
         let upper = p.to_uppercase();
@@ -79,7 +79,7 @@ fn repo_access(
 }
 
 pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
-    if !has_repos(c) {
+    if c.spec.backup_repos().is_empty() {
         return Ok(());
     }
     let pb = c
@@ -95,7 +95,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     let in_sts = repo_access(c, |_| Value::Null)?;
     let mut sts_volumes = in_sts.volumes;
     sts_volumes.retain(|v| !v.is_null());
-    let claim_templates: Vec<Value> = repos(c)
+    let claim_templates: Vec<Value> = c.spec.backup_repos()
         .iter()
         .filter_map(|r| {
             let v = r.volume.as_ref()?;
@@ -179,7 +179,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         c,
         |r| json!({ "name": r.name, "persistentVolumeClaim": { "claimName": format!("{}-{host}-0", r.name) } }),
     )?;
-    for repo in repos(c) {
+    for repo in c.spec.backup_repos() {
         let n = repo_index(repo)?;
         let Some(schedules) = &repo.schedules else {
             continue;

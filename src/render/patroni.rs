@@ -33,22 +33,6 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     Ok(())
 }
 
-pub fn has_repos(c: &Cluster) -> bool {
-    c.spec
-        .backup
-        .as_ref()
-        .and_then(|b| b.pgbackrest.as_ref())
-        .and_then(|p| p.repos.as_ref())
-        .is_some_and(|r| !r.is_empty())
-}
-
-pub fn tls_enabled(c: &Cluster) -> bool {
-    c.spec
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.issuer_ref.is_some() || t.secret_name.is_some())
-}
-
 /// The whole of `patroni.yaml`, as a JSON value (YAML is a superset).
 pub fn config(c: &Cluster) -> Result<Value, RenderError> {
     let spec = c.spec;
@@ -63,7 +47,7 @@ pub fn config(c: &Cluster) -> Result<Value, RenderError> {
         .iter()
         .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
         .collect();
-    if has_repos(c) {
+    if !c.spec.backup_repos().is_empty() {
         // pgBackRest pushes each WAL segment to every repository; replicas and point-in-time
         // recovery fetch them back.
         dcs_params.insert("archive_mode".into(), "on".into());
@@ -79,7 +63,7 @@ pub fn config(c: &Cluster) -> Result<Value, RenderError> {
 
     // Only this member's server: socket and TLS files live at fixed paths in the pod.
     let mut local_params = json!({ "unix_socket_directories": super::SOCKET_DIR });
-    if tls_enabled(c) {
+    if c.spec.tls_enabled() {
         let dir = super::SERVER_TLS_DIR;
         local_params["ssl"] = "on".into();
         local_params["ssl_cert_file"] = format!("{dir}/tls.crt").into();
@@ -102,7 +86,7 @@ pub fn config(c: &Cluster) -> Result<Value, RenderError> {
         "basebackup": [{ "checkpoint": "fast" }],
         "create_replica_methods": ["basebackup"]
     });
-    if has_repos(c) {
+    if !c.spec.backup_repos().is_empty() {
         // A new replica restores the latest backup and replays WAL from the repository
         // instead of copying the whole primary; base backup remains the fallback.
         postgresql["create_replica_methods"] = json!(["pgbackrest", "basebackup"]);

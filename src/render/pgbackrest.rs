@@ -17,7 +17,7 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use super::patroni::{STANZA, has_repos};
+use super::patroni::STANZA;
 use super::{Cluster, RenderError, Rendered, build, component, need};
 use crate::api::BackupRepo;
 use crate::names;
@@ -26,15 +26,6 @@ pub const INSTANCE_CONF: &str = "instance.conf";
 pub const REPO_HOST_CONF: &str = "repo-host.conf";
 /// Where the repository host mounts volume repositories: `/pgbackrest/repoN`.
 pub const VOLUME_ROOT: &str = "/pgbackrest";
-
-pub fn repos<'a>(c: &Cluster<'a>) -> &'a [BackupRepo] {
-    c.spec
-        .backup
-        .as_ref()
-        .and_then(|b| b.pgbackrest.as_ref())
-        .and_then(|p| p.repos.as_deref())
-        .unwrap_or_default()
-}
 
 /// `repo1` → 1.
 pub fn repo_index(repo: &BackupRepo) -> Result<u8, RenderError> {
@@ -98,7 +89,7 @@ pub fn instance_conf(c: &Cluster) -> Result<String, RenderError> {
     let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
     let mut s = String::from("[global]\n");
     s.push_str(&common());
-    for repo in repos(c) {
+    for repo in c.spec.backup_repos() {
         let n = repo_index(repo)?;
         let _ = writeln!(
             s,
@@ -118,7 +109,7 @@ pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
     s.push_str(&common());
     // Backups read from the primary; a full backup starts with an immediate checkpoint.
     s.push_str("start-fast=y\n");
-    for repo in repos(c) {
+    for repo in c.spec.backup_repos() {
         let n = repo_index(repo)?;
         let p = format!("repo{n}");
         // Object stores are shared: the path names the namespace and cluster.
@@ -194,7 +185,7 @@ pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
 }
 
 pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
-    if !has_repos(c) {
+    if c.spec.backup_repos().is_empty() {
         return Ok(());
     }
     out.config_maps.push(build(

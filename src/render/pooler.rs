@@ -6,7 +6,6 @@
 
 use serde_json::json;
 
-use super::patroni::tls_enabled;
 use super::pod::{container_security, pod_security, tmp_volume};
 use super::secrets::pooler_enabled;
 use super::statefulset::server_tls_secret;
@@ -39,7 +38,7 @@ ignore_startup_parameters = extra_float_digits,options\nserver_check_query = sel
         )?,
         pool = need(&p.default_pool_size, "spec.pooler.defaultPoolSize")?,
     );
-    if tls_enabled(c) {
+    if c.spec.tls_enabled() {
         // The server requires TLS (hostssl), so pgBouncer must use it, and offers it on.
         let dir = super::SERVER_TLS_DIR;
         s.push_str(&format!(
@@ -79,7 +78,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         json!({ "name": "secret", "secret": { "secretName": name, "items": [{ "key": "userlist.txt", "path": "userlist.txt" }], "defaultMode": 0o440 } }),
         tmp_volume(),
     ];
-    if tls_enabled(c) {
+    if c.spec.tls_enabled() {
         mounts.push(
             json!({ "name": "server-tls", "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
         );

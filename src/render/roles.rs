@@ -11,7 +11,6 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::patroni::tls_enabled;
 use super::pod::{container_security, pod_security, secret_env, tmp_volume};
 use super::pooler::AUTH_FUNCTION;
 use super::secrets::{exporter_enabled, pooler_enabled};
@@ -149,7 +148,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         json!({ "name": "PGPORT", "value": names::POSTGRES_PORT.to_string() }),
         json!({ "name": "PGUSER", "value": names::SUPERUSER }),
         json!({ "name": "PGDATABASE", "value": "postgres" }),
-        json!({ "name": "PGSSLMODE", "value": if tls_enabled(c) { "require" } else { "disable" } }),
+        json!({ "name": "PGSSLMODE", "value": if c.spec.tls_enabled() { "require" } else { "disable" } }),
         json!({ "name": "PGCONNECT_TIMEOUT", "value": "5" }),
         secret_env("PGPASSWORD", &names::superuser_secret(c.name), "password"),
         // The kubelet reduces `$$` in env values to `$`; the script's dollar quotes need

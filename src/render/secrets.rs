@@ -121,7 +121,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
             db,
         ));
     }
-    if super::patroni::has_repos(c) {
+    if !c.spec.backup_repos().is_empty() {
         let wildcard = |service: String| format!("*.{}", c.service_host(&service));
         out.secrets.push(SecretTemplate {
             metadata: c.meta(names::pgbackrest_tls_secret(c.name), component::BACKUP),

@@ -42,7 +42,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
 
     let mut pod_ports = port.as_array().cloned().unwrap_or_default();
     pod_ports.push(json!({ "name": "patroni", "port": names::PATRONI_PORT, "targetPort": names::PATRONI_PORT, "protocol": "TCP" }));
-    if super::patroni::has_repos(c) {
+    if !c.spec.backup_repos().is_empty() {
         pod_ports.push(json!({ "name": "pgbackrest", "port": names::PGBACKREST_PORT, "targetPort": names::PGBACKREST_PORT, "protocol": "TCP" }));
     }
     out.services.push(build(

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::patroni::{CONFIG_KEY, has_repos, tls_enabled};
+use super::patroni::CONFIG_KEY;
 use super::pgbackrest::INSTANCE_CONF;
 use super::pod::{container_security, field_env, pod_security, scheduling, secret_env, tmp_volume};
 use super::secrets::exporter_enabled;
@@ -65,7 +65,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         // default /dev/shm is too small for them.
         json!({ "name": "shm", "emptyDir": { "medium": "Memory" } }),
     ];
-    if tls_enabled(c) {
+    if c.spec.tls_enabled() {
         mounts.push(
             json!({ "name": "server-tls", "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
         );
@@ -75,7 +75,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     }
 
     let mut containers = Vec::new();
-    if has_repos(c) {
+    if !c.spec.backup_repos().is_empty() {
         let pgbackrest_mounts = json!([
             { "name": "pgbackrest-config", "mountPath": super::PGBACKREST_CONFIG_DIR, "readOnly": true },
             { "name": "pgbackrest-tls", "mountPath": super::PGBACKREST_TLS_DIR, "readOnly": true }
@@ -205,7 +205,11 @@ fn exporter(c: &Cluster) -> Result<Value, RenderError> {
         .and_then(|m| m.exporter.as_ref())
         .ok_or(RenderError::NotResolved("spec.monitoring.exporter"))?;
     let port = *need(&x.port, "spec.monitoring.exporter.port")?;
-    let sslmode = if tls_enabled(c) { "require" } else { "disable" };
+    let sslmode = if c.spec.tls_enabled() {
+        "require"
+    } else {
+        "disable"
+    };
     Ok(json!({
         "name": "exporter",
         "image": need(&x.image, "spec.monitoring.exporter.image")?,

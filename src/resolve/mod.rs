@@ -243,10 +243,7 @@ impl Derived {
             instances,
             connections,
         };
-        let tls = spec
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.issuer_ref.is_some() || t.secret_name.is_some());
+        let tls = spec.tls_enabled();
         Derived {
             image: config.image_for(version).map(str::to_owned),
             memory_limit: memory.cloned(),

@@ -17,7 +17,7 @@ pub fn backup(s: &PostgresClusterSpec, e: &mut Errors) {
     if let Some(image) = pb.and_then(|b| b.image.as_ref()) {
         super::image(&p.child("image"), image, e);
     }
-    let repos = super::repos(s);
+    let repos = s.backup_repos();
     if repos.is_empty() {
         e.warn(
             &p.child("repos"),

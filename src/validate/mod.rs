@@ -96,7 +96,7 @@ fn child_names(name: &str, spec: &PostgresClusterSpec) -> Vec<(String, &'static 
         (names::pooler(name), "Service", names::LABEL_MAX),
         (names::roles_job(name, &hash), "Job", names::LABEL_MAX),
     ];
-    for repo in repos(spec) {
+    for repo in spec.backup_repos() {
         let schedules = repo.schedules.as_ref();
         let kinds = [
             (BackupType::Full, schedules.and_then(|s| s.full.as_ref())),
@@ -120,14 +120,6 @@ fn child_names(name: &str, spec: &PostgresClusterSpec) -> Vec<(String, &'static 
         }
     }
     out
-}
-
-fn repos(spec: &PostgresClusterSpec) -> &[BackupRepo] {
-    spec.backup
-        .as_ref()
-        .and_then(|b| b.pgbackrest.as_ref())
-        .and_then(|p| p.repos.as_deref())
-        .unwrap_or_default()
 }
 
 fn instances(spec: &PostgresClusterSpec) -> i32 {

@@ -76,14 +76,8 @@ pub fn postgresql(s: &PostgresClusterSpec, e: &mut Errors) {
         memory_fits(&pp, s, e);
     }
     if let Some(rules) = &pg.pg_hba {
-        pg_hba(&p.child("pgHba"), rules, tls_configured(s), e);
+        pg_hba(&p.child("pgHba"), rules, s.tls_enabled(), e);
     }
-}
-
-fn tls_configured(s: &PostgresClusterSpec) -> bool {
-    s.tls
-        .as_ref()
-        .is_some_and(|t| t.issuer_ref.is_some() || t.secret_name.is_some())
 }
 
 fn parameter(

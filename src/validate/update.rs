@@ -34,8 +34,8 @@ pub fn transition(new: &PostgresClusterSpec, old: &PostgresClusterSpec, e: &mut 
         );
     }
     let rp = p.child("backup").child("pgbackrest").child("repos");
-    let new_repos = super::repos(new);
-    let old_repos = super::repos(old);
+    let new_repos = new.backup_repos();
+    let old_repos = old.backup_repos();
     for (i, r) in new_repos.iter().enumerate() {
         let path = rp.index(i);
         if let Some(o) = old_repos.iter().find(|o| o.name == r.name) {
