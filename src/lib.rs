@@ -8,6 +8,7 @@ pub mod controller;
 pub mod devcluster;
 pub mod manifest;
 pub mod names;
+pub mod patroni;
 pub mod quantity;
 pub mod render;
 pub mod resolve;

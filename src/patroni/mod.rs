@@ -1,0 +1,345 @@
+//! A typed client of Patroni's REST API, and the pure comparisons the controller makes with
+//! what Patroni reports. It knows nothing of Kubernetes objects or of reconciling: callers
+//! hand it an address and get typed answers or an error that says which call failed.
+//!
+//! Patroni serves plain HTTP on port 8008 of each pod. Reads (`GET /config`, `/patroni`)
+//! are open; writes (`PATCH /config`, `POST /restart`, `/reload`, `/switchover`) need the
+//! basic-auth credentials of `restapi.authentication` (Secret `C-patroni-api`).
+
+pub mod dynamic;
+pub mod member;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use member::{Member, MemberStatus, ParamChange};
+
+/// Answers larger than this are refused: Patroni's are a few kilobytes.
+const MAX_ANSWER: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{call} on {addr}: no answer within {timeout:?}")]
+    Timeout {
+        call: String,
+        addr: String,
+        timeout: Duration,
+    },
+    #[error("{call} on {addr}: {source}")]
+    Transport {
+        call: String,
+        addr: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{call} on {addr}: HTTP {status}: {body}")]
+    Refused {
+        call: String,
+        addr: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{call} on {addr}: unreadable answer: {source}")]
+    Decode {
+        call: String,
+        addr: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// The HTTP status Patroni answered with, when it answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The credentials of Patroni's `restapi.authentication`. Never printed.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where one member's REST API listens. Built from the pod's IP (set by the kubelet), never
+/// from the `api_url` a member publishes in its own annotation: whatever can write that
+/// annotation must not be able to point the operator, and its credentials, elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn new(ip: IpAddr, port: u16) -> Endpoint {
+        Endpoint { ip, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        match self.ip {
+            IpAddr::V4(ip) => format!("http://{ip}:{}{path}", self.port),
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}{path}", self.port),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url(""))
+    }
+}
+
+/// `POST /restart`: restart this member only if Patroni flags a pending restart.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct RestartRequest {
+    pub restart_pending: bool,
+}
+
+/// `POST /switchover`.
+#[derive(Serialize, Debug, Clone)]
+pub struct SwitchoverRequest {
+    pub leader: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+}
+
+/// `GET /patroni`: the member's own view of itself, live (the fields pgpilot reads). The
+/// same shape as what it publishes on its pod, which may be a loop behind.
+pub type MemberState = MemberStatus;
+
+#[derive(Clone)]
+pub struct Client {
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+    credentials: Option<Credentials>,
+    /// For reads and configuration writes.
+    timeout: Duration,
+    /// For restarts and switchovers, which Patroni answers only once they are done.
+    slow_timeout: Duration,
+}
+
+impl Client {
+    /// The same client (and connection pool) with other credentials.
+    pub fn with_credentials(&self, credentials: Option<Credentials>) -> Client {
+        Client {
+            credentials,
+            ..self.clone()
+        }
+    }
+
+    pub fn new(credentials: Option<Credentials>) -> Client {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        connector.set_nodelay(true);
+        Client {
+            http: HttpClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+            credentials,
+            timeout: Duration::from_secs(5),
+            slow_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// `GET /config`: the dynamic configuration as stored in the DCS.
+    pub async fn config(&self, at: &Endpoint) -> Result<Value, Error> {
+        let body = self
+            .call(Method::GET, at, "/config", None, self.timeout)
+            .await?;
+        decode("GET /config", at, &body)
+    }
+
+    /// `PATCH /config`: a JSON merge patch into the dynamic configuration (a `null` removes
+    /// a key). Answers the configuration after the merge.
+    pub async fn patch_config(&self, at: &Endpoint, patch: &Value) -> Result<Value, Error> {
+        let body = self
+            .call(Method::PATCH, at, "/config", Some(patch), self.timeout)
+            .await?;
+        decode("PATCH /config", at, &body)
+    }
+
+    /// `GET /patroni`: the member's state.
+    pub async fn member(&self, at: &Endpoint) -> Result<MemberState, Error> {
+        let body = self
+            .call(Method::GET, at, "/patroni", None, self.timeout)
+            .await?;
+        decode("GET /patroni", at, &body)
+    }
+
+    /// `POST /restart`: returns once PostgreSQL is back (or Patroni gave up).
+    pub async fn restart(&self, at: &Endpoint, request: &RestartRequest) -> Result<(), Error> {
+        let body = serde_json::to_value(request).unwrap_or_default();
+        self.call(Method::POST, at, "/restart", Some(&body), self.slow_timeout)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /reload`: Patroni re-reads its configuration file and sends PostgreSQL a
+    /// SIGHUP, which also re-reads changed `ssl_*` files.
+    pub async fn reload(&self, at: &Endpoint) -> Result<(), Error> {
+        self.call(Method::POST, at, "/reload", None, self.timeout)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /switchover` to the current leader's API.
+    pub async fn switchover(
+        &self,
+        at: &Endpoint,
+        request: &SwitchoverRequest,
+    ) -> Result<(), Error> {
+        let body = serde_json::to_value(request).unwrap_or_default();
+        self.call(
+            Method::POST,
+            at,
+            "/switchover",
+            Some(&body),
+            self.slow_timeout,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        at: &Endpoint,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Bytes, Error> {
+        let call = format!("{method} {path}");
+        let addr = at.to_string();
+        let transport = |source: Box<dyn std::error::Error + Send + Sync>| Error::Transport {
+            call: call.clone(),
+            addr: addr.clone(),
+            source,
+        };
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(at.url(path))
+            .header(header::ACCEPT, "application/json");
+        if method != Method::GET
+            && let Some(c) = &self.credentials
+        {
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            request = request.header(header::AUTHORIZATION, format!("Basic {token}"));
+        }
+        let payload = match body {
+            Some(v) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| transport(e.into()))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| transport(e.into()))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(transport)?
+                .to_bytes();
+            Ok::<_, Error>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout {
+                call: call.clone(),
+                addr: addr.clone(),
+                timeout,
+            })??;
+        if !status.is_success() {
+            return Err(Error::Refused {
+                call,
+                addr,
+                status,
+                body: brief(&body),
+            });
+        }
+        Ok(body)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    call: &str,
+    at: &Endpoint,
+    body: &[u8],
+) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|source| Error::Decode {
+        call: call.into(),
+        addr: at.to_string(),
+        source,
+    })
+}
+
+/// An answer's body for an error message: one line, at most 200 characters.
+fn brief(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_format_both_families() {
+        let v4 = Endpoint::new("198.18.0.1".parse().unwrap(), 8008);
+        assert_eq!(v4.url("/config"), "http://198.18.0.1:8008/config");
+        let v6 = Endpoint::new("fd00::1".parse().unwrap(), 8008);
+        assert_eq!(v6.url("/patroni"), "http://[fd00::1]:8008/patroni");
+    }
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let c = Credentials {
+            username: "patroni".into(),
+            password: "s3cret".into(),
+        };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn error_bodies_are_one_short_line() {
+        let long = "x ".repeat(500);
+        let b = brief(long.as_bytes());
+        assert!(b.len() <= 203 && b.ends_with("..."), "{b}");
+        assert_eq!(brief(b"restart\nfailed"), "restart failed");
+    }
+}
