@@ -84,6 +84,23 @@ pub struct Rendered {
     pub jobs: Vec<Job>,
     /// cert-manager Certificates (a CRD, so untyped).
     pub certificates: Vec<DynamicObject>,
+    /// What Patroni's dynamic configuration (kept in the DCS) should hold: the same value
+    /// seeds `bootstrap.dcs`, and the controller keeps the running cluster equal to it.
+    pub patroni_dynamic_config: serde_json::Value,
+    /// Hash of what `patroni.yaml` holds besides the dynamic configuration, which Patroni
+    /// reads only at start: the instance pod template carries it.
+    pub patroni_local_config_hash: String,
+}
+
+/// Pod template annotation with the hash of a configuration file the program reads only
+/// at start: a changed file changes the template, which replaces the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "pgpilot.io/config-hash";
+
+/// A short, stable hash of a rendered file's content.
+pub fn content_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Rendered {

@@ -19,10 +19,16 @@ pub const STANZA: &str = "db";
 
 pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     let config = config(c)?;
+    out.patroni_dynamic_config = config["bootstrap"]["dcs"].clone();
+    // Changes of the dynamic part reach Patroni through its REST API; the rest of the file
+    // is read at start, so the pod template carries its hash (see statefulset.rs).
+    let mut local = config.clone();
+    local["bootstrap"]["dcs"] = Value::Null;
     let text = serde_yaml::to_string(&config).map_err(|e| RenderError::Build {
         what: CONFIG_KEY.into(),
         reason: e.to_string(),
     })?;
+    out.patroni_local_config_hash = super::content_hash(&local.to_string());
     out.config_maps.push(build(
         "ConfigMap",
         json!({
@@ -33,16 +39,16 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// The whole of `patroni.yaml`, as a JSON value (YAML is a superset).
-pub fn config(c: &Cluster) -> Result<Value, RenderError> {
+/// Patroni's dynamic configuration: what every member shares through the DCS (timings,
+/// replication mode, parameters, pg_hba). Seeds `bootstrap.dcs`; on a running cluster the
+/// controller sends Patroni the difference.
+pub fn dynamic_config(c: &Cluster) -> Result<Value, RenderError> {
     let spec = c.spec;
-    let major = *need(&spec.postgres_version, "spec.postgresVersion")?;
     let pt = need(&spec.patroni, "spec.patroni")?;
     let pg = need(&spec.postgresql, "spec.postgresql")?;
     let params = need(&pg.parameters, "spec.postgresql.parameters")?;
     let mode = *need(&pt.synchronous_mode, "spec.patroni.synchronousMode")?;
 
-    // Shared by every member through the DCS.
     let mut dcs_params: Map<String, Value> = params
         .iter()
         .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
@@ -60,6 +66,27 @@ pub fn config(c: &Cluster) -> Result<Value, RenderError> {
             format!("pgbackrest --stanza={STANZA} archive-get %f \"%p\"").into(),
         );
     }
+    Ok(json!({
+        "ttl": need(&pt.ttl, "spec.patroni.ttl")?,
+        "loop_wait": need(&pt.loop_wait, "spec.patroni.loopWait")?,
+        "retry_timeout": need(&pt.retry_timeout, "spec.patroni.retryTimeout")?,
+        "maximum_lag_on_failover": need(&pt.maximum_lag_on_failover, "spec.patroni.maximumLagOnFailover")?,
+        "synchronous_mode": mode != SynchronousMode::Async,
+        "synchronous_mode_strict": mode == SynchronousMode::Strict,
+        "synchronous_node_count": need(&pt.synchronous_node_count, "spec.patroni.synchronousNodeCount")?,
+        "failsafe_mode": need(&pt.failsafe_mode, "spec.patroni.failsafeMode")?,
+        "postgresql": {
+            "use_pg_rewind": true,
+            "use_slots": true,
+            "parameters": dcs_params,
+            "pg_hba": need(&pg.pg_hba, "spec.postgresql.pgHba")?
+        }
+    }))
+}
+
+/// The whole of `patroni.yaml`, as a JSON value (YAML is a superset).
+pub fn config(c: &Cluster) -> Result<Value, RenderError> {
+    let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
 
     // Only this member's server: socket and TLS files live at fixed paths in the pod.
     let mut local_params = json!({ "unix_socket_directories": super::SOCKET_DIR });
@@ -114,22 +141,7 @@ pub fn config(c: &Cluster) -> Result<Value, RenderError> {
             "listen": format!("0.0.0.0:{}", names::PATRONI_PORT)
         },
         "bootstrap": {
-            "dcs": {
-                "ttl": need(&pt.ttl, "spec.patroni.ttl")?,
-                "loop_wait": need(&pt.loop_wait, "spec.patroni.loopWait")?,
-                "retry_timeout": need(&pt.retry_timeout, "spec.patroni.retryTimeout")?,
-                "maximum_lag_on_failover": need(&pt.maximum_lag_on_failover, "spec.patroni.maximumLagOnFailover")?,
-                "synchronous_mode": mode != SynchronousMode::Async,
-                "synchronous_mode_strict": mode == SynchronousMode::Strict,
-                "synchronous_node_count": need(&pt.synchronous_node_count, "spec.patroni.synchronousNodeCount")?,
-                "failsafe_mode": need(&pt.failsafe_mode, "spec.patroni.failsafeMode")?,
-                "postgresql": {
-                    "use_pg_rewind": true,
-                    "use_slots": true,
-                    "parameters": dcs_params,
-                    "pg_hba": need(&pg.pg_hba, "spec.postgresql.pgHba")?
-                }
-            },
+            "dcs": dynamic_config(c)?,
             // Checksums catch storage corruption; they cannot be turned on later without
             // rewriting every page.
             "initdb": [{ "encoding": "UTF8" }, { "locale": "C.UTF-8" }, "data-checksums"]

@@ -56,7 +56,14 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     }
     let p = need(&c.spec.pooler, "spec.pooler")?;
     let name = names::pooler(c.name);
-    out.config_maps.push(build("ConfigMap", json!({ "metadata": c.meta(name.clone(), component::POOLER), "data": { CONFIG_KEY: ini(c)? } }))?);
+    let ini = ini(c)?;
+    // pgBouncer reads its file at start and on a signal nobody here can send: a changed
+    // file rolls the pooler pods (one at a time, a new one ready before an old one goes).
+    let config_hash = super::content_hash(&ini);
+    out.config_maps.push(build(
+        "ConfigMap",
+        json!({ "metadata": c.meta(name.clone(), component::POOLER), "data": { CONFIG_KEY: ini } }),
+    )?);
     out.services.push(build(
         "Service",
         json!({
@@ -93,7 +100,10 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
                 "selector": { "matchLabels": c.selector(component::POOLER) },
                 "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
                 "template": {
-                    "metadata": { "labels": c.labels(component::POOLER) },
+                    "metadata": {
+                        "labels": c.labels(component::POOLER),
+                        "annotations": { super::CONFIG_HASH_ANNOTATION: config_hash }
+                    },
                     "spec": {
                         "automountServiceAccountToken": false,
                         "enableServiceLinks": false,

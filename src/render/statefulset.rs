@@ -167,7 +167,10 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
                 "selector": { "matchLabels": c.selector(component::DATABASE) },
                 "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Retain", "whenScaled": "Retain" },
                 "template": {
-                    "metadata": { "labels": c.labels(component::DATABASE) },
+                    "metadata": {
+                        "labels": c.labels(component::DATABASE),
+                        "annotations": { super::CONFIG_HASH_ANNOTATION: out.patroni_local_config_hash }
+                    },
                     "spec": pod_spec
                 },
                 "volumeClaimTemplates": [claim]

@@ -370,3 +370,88 @@ fn secret_keys() {
     );
     assert_eq!(d["userlist.txt"], "\"pgpilot_pooler\" \"pw\"\n");
 }
+
+/// What changes on a running cluster, and how it reaches the processes: a setting of the
+/// dynamic configuration changes only what the controller sends Patroni, never a pod
+/// template (no pod is replaced for it); a changed pgbouncer.ini changes the pooler's pod
+/// template (pgBouncer reads it at start), so its pods roll.
+#[test]
+fn dynamic_settings_change_no_pod_template_and_pooler_files_roll_the_pooler() {
+    let base = sample("ha-backup-pooler");
+    let before = render(&base).unwrap();
+    let mut edited = base.clone();
+    let spec = &mut edited.spec;
+    let pg = spec.postgresql.as_mut().unwrap();
+    pg.parameters
+        .as_mut()
+        .unwrap()
+        .insert("work_mem".into(), "64MB".into());
+    pg.pg_hba
+        .as_mut()
+        .unwrap()
+        .insert(0, "host all app 10.0.0.0/8 reject".into());
+    let pt = spec.patroni.as_mut().unwrap();
+    pt.synchronous_mode = Some(crate::api::SynchronousMode::Async);
+    pt.ttl = Some(45);
+    let after = render(&edited).unwrap();
+    assert_eq!(
+        after.stateful_sets, before.stateful_sets,
+        "a dynamic setting changed the StatefulSet"
+    );
+    let dcs = &after.patroni_dynamic_config;
+    assert_eq!(dcs["postgresql"]["parameters"]["work_mem"], "64MB");
+    assert_eq!(
+        dcs["postgresql"]["pg_hba"][0],
+        "host all app 10.0.0.0/8 reject"
+    );
+    assert_eq!(
+        (dcs["synchronous_mode"].clone(), dcs["ttl"].clone()),
+        (false.into(), 45.into())
+    );
+    assert!(crate::patroni::dynamic::diff(&before.patroni_dynamic_config, dcs).is_some());
+
+    let template_hash = |r: &Rendered| {
+        r.deployments[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_eq!(template_hash(&after), template_hash(&before));
+    let mut pooled = base.clone();
+    pooled.spec.pooler.as_mut().unwrap().default_pool_size = Some(55);
+    assert_ne!(
+        template_hash(&render(&pooled).unwrap()),
+        template_hash(&before),
+        "a changed pgbouncer.ini must roll the pooler"
+    );
+}
+
+/// `bootstrap.dcs` in patroni.yaml and what the controller converges to are one value.
+#[test]
+fn the_bootstrap_configuration_is_the_dynamic_configuration() {
+    let c = sample("ha-backup-pooler");
+    let r = render(&c).unwrap();
+    let cm = r
+        .config_maps
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some("orders-patroni"))
+        .unwrap();
+    let file: serde_json::Value =
+        serde_yaml::from_str(&cm.data.as_ref().unwrap()[patroni::CONFIG_KEY]).unwrap();
+    assert_eq!(
+        crate::patroni::dynamic::diff(&file["bootstrap"]["dcs"], &r.patroni_dynamic_config),
+        None
+    );
+    assert_eq!(
+        file["bootstrap"]["dcs"]["ttl"],
+        r.patroni_dynamic_config["ttl"]
+    );
+}
