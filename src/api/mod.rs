@@ -502,7 +502,7 @@ pub struct PostgresClusterStatus {
     /// The generation the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Pending`, `Creating`, `Running`, `Degraded` or `Failed`.
+    /// `Pending`, `Creating`, `Running`, `Updating`, `Degraded` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// Desired and ready instances.
@@ -511,10 +511,37 @@ pub struct PostgresClusterStatus {
     /// Pod that Patroni elected leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
-    /// `Resolved`, `Reconciled` and `Ready`.
+    /// `Resolved`, `Reconciled`, `ConfigApplied` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Every instance as Patroni publishes it on its pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub members: Vec<ClusterMember>,
+}
+
+/// One instance, as its Patroni reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMember {
+    /// The pod.
+    pub name: String,
+    /// `primary`, `replica`, ... (absent until Patroni reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// `running`, `starting`, `restarting`, `creating replica`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// PostgreSQL timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// Bytes of WAL behind the primary (replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// PostgreSQL runs with settings that take effect only after a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_restart: bool,
 }
 
 /// Lifecycle phase of a cluster.
@@ -523,6 +550,8 @@ pub enum Phase {
     Pending,
     Creating,
     Running,
+    /// Every instance runs, and a changed configuration is being applied or restarted into.
+    Updating,
     Degraded,
     Failed,
 }

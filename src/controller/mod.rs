@@ -4,24 +4,27 @@
 //! nothing: every value comes from `render`.
 
 mod apply;
+mod converge;
 pub mod leader;
+mod members;
+mod restarts;
 mod secrets;
 mod status;
 mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -92,6 +95,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per cluster, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Patroni's REST API (one connection pool for every cluster).
+    pub patroni: crate::patroni::Client,
+    /// When each cluster's Patroni configuration was last patched.
+    patched: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -106,9 +113,24 @@ impl Context {
             config,
             resync,
             failures: Mutex::default(),
+            patroni: crate::patroni::Client::new(None),
+            patched: Mutex::default(),
         })
     }
+
+    fn mark_patched(&self, cluster: &str) {
+        let mut p = self.patched.lock().unwrap_or_else(|p| p.into_inner());
+        p.insert(cluster.to_owned(), Instant::now());
+    }
+
+    fn patched_within(&self, cluster: &str, window: Duration) -> bool {
+        let p = self.patched.lock().unwrap_or_else(|p| p.into_inner());
+        p.get(cluster).is_some_and(|t| t.elapsed() < window)
+    }
 }
+
+/// How soon to look again while a change is being applied (Patroni settles within a loop).
+const CONVERGING_REQUEUE: Duration = Duration::from_secs(3);
 
 /// The API resource of PostgresCluster. The controller watches it untyped, so that one
 /// malformed stored object (written while the webhook was bypassed) cannot stall the watch
@@ -181,7 +203,13 @@ fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(delay)
 }
 
-async fn publish(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+pub(crate) async fn publish(
+    ctx: &Context,
+    obj: &DynamicObject,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let reference = obj.object_ref(&cluster_resource());
     let event = Event {
         type_,
@@ -272,8 +300,9 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
 
-    let result = match render::render(&cluster) {
-        Ok(rendered) => materialize(&ctx, &obj, &cluster, &rendered).await,
+    let rendered = render::render(&cluster);
+    let result = match &rendered {
+        Ok(rendered) => materialize(&ctx, &obj, &cluster, rendered).await,
         Err(e) => {
             observation.reconciled = Err(("RenderFailed".into(), e.to_string()));
             publish(
@@ -305,18 +334,27 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .await
         .map_err(|e| Error::List("StatefulSet".into(), e))?;
     (observation.ready, observation.started) = status::ready_replicas(sts.as_ref());
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = format!(
-        "{}={name},{}={}",
-        names::CLUSTER_LABEL,
-        names::ROLE_LABEL,
-        names::ROLE_PRIMARY
-    );
-    let primaries = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| Error::List("Pod".into(), e))?;
-    observation.primary = primaries.items.first().map(|p| p.name_any());
+    let pods = members::pods(&ctx.client, &namespace, &name).await?;
+    observation.primary = members::labelled_primary(&pods);
+    let members = members::from_pods(&pods);
+    observation.members = members::views(&members);
+    observation.config = match (&result, &rendered) {
+        (Ok(()), Ok(r)) => {
+            converge::converge(
+                &ctx,
+                &obj,
+                &namespace,
+                &name,
+                &r.patroni_dynamic_config,
+                &members,
+            )
+            .await
+        }
+        _ => Err((
+            "NotReconciled".into(),
+            "the children are not applied; nothing is sent to Patroni".into(),
+        )),
+    };
     write_status(&status_api, &name, &observation, cluster.status.as_ref()).await?;
 
     result?;
@@ -324,6 +362,13 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&key(&obj));
+    let converging = matches!(
+        &observation.config,
+        Err((reason, _)) if matches!(reason.as_str(), "Applying" | "Restarting" | "PendingRestart")
+    );
+    if converging {
+        return Ok(Action::requeue(CONVERGING_REQUEUE));
+    }
     // Pods change readiness without touching any owned object: look again now and then.
     Ok(Action::requeue(ctx.resync))
 }

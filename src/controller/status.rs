@@ -1,14 +1,15 @@
-//! Status: observed generation, phase, instances, primary and the conditions `Resolved`,
-//! `Reconciled` and `Ready`. A condition's time changes only when its status flips, and a
+//! Status: observed generation, phase, instances, primary, members and the conditions
+//! `Resolved`, `Reconciled`, `ConfigApplied` and `Ready`. A condition's time changes only when its status flips, and a
 //! status equal to the stored one is not written, so the controller never wakes itself.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{InstancesStatus, Phase, PostgresClusterStatus};
+use crate::api::{ClusterMember, InstancesStatus, Phase, PostgresClusterStatus};
 
 pub const RESOLVED: &str = "Resolved";
 pub const RECONCILED: &str = "Reconciled";
+pub const CONFIG_APPLIED: &str = "ConfigApplied";
 pub const READY: &str = "Ready";
 
 /// What the controller observed, from which the status follows.
@@ -24,6 +25,10 @@ pub struct Observation {
     pub reconciled: Result<(), (String, String)>,
     /// Whether the StatefulSet has reported any status yet.
     pub started: bool,
+    /// `Err((reason, message))` while Patroni's configuration differs from the spec or a
+    /// member waits for a restart.
+    pub config: Result<(), (String, String)>,
+    pub members: Vec<ClusterMember>,
 }
 
 impl Default for Observation {
@@ -36,6 +41,8 @@ impl Default for Observation {
             resolved: Ok(()),
             reconciled: Ok(()),
             started: false,
+            config: Ok(()),
+            members: Vec::new(),
         }
     }
 }
@@ -75,9 +82,15 @@ pub fn status(
     now: Time,
 ) -> PostgresClusterStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let all_ready = o.desired > 0 && o.ready >= o.desired && o.primary.is_some();
+    let instances_ready = o.desired > 0 && o.ready >= o.desired && o.primary.is_some();
+    let all_ready = instances_ready && o.config.is_ok();
     let ready = if all_ready {
         Ok(())
+    } else if let (true, Err((reason, message))) = (instances_ready, &o.config) {
+        Err((
+            "ConfigNotApplied".to_owned(),
+            format!("{reason}: {message}"),
+        ))
     } else if o.primary.is_none() {
         Err((
             "NoPrimary".to_owned(),
@@ -100,6 +113,8 @@ pub fn status(
         Phase::Failed
     } else if all_ready {
         Phase::Running
+    } else if instances_ready {
+        Phase::Updating
     } else if was_running {
         Phase::Degraded
     } else if o.started {
@@ -127,6 +142,15 @@ pub fn status(
             &now,
         ),
         condition(
+            CONFIG_APPLIED,
+            o.config.clone(),
+            "Applied",
+            "Patroni's configuration equals the spec and no member waits for a restart",
+            o.generation,
+            old_conditions,
+            &now,
+        ),
+        condition(
             READY,
             ready,
             "AllInstancesReady",
@@ -145,6 +169,7 @@ pub fn status(
         }),
         primary: o.primary.clone(),
         conditions,
+        members: o.members.clone(),
     }
 }
 
@@ -174,6 +199,7 @@ mod tests {
             resolved: Ok(()),
             reconciled: Ok(()),
             started: true,
+            ..Default::default()
         }
     }
 
@@ -236,5 +262,25 @@ mod tests {
         let s = status(&o, None, t(1));
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(s.conditions[1].status, "False");
+    }
+
+    #[test]
+    fn a_configuration_being_applied_is_updating_and_not_ready() {
+        let mut o = obs(2, true);
+        o.config = Err(("PendingRestart".into(), "pg-1: max_connections".into()));
+        let s = status(&o, None, t(1));
+        assert_eq!(s.phase, Some(Phase::Updating));
+        let get = |t: &str| s.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(
+            (
+                get(CONFIG_APPLIED).status.as_str(),
+                get(CONFIG_APPLIED).reason.as_str()
+            ),
+            ("False", "PendingRestart")
+        );
+        assert_eq!(
+            (get(READY).status.as_str(), get(READY).reason.as_str()),
+            ("False", "ConfigNotApplied")
+        );
     }
 }

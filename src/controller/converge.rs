@@ -1,0 +1,240 @@
+//! Keeps the running cluster equal to the stored spec, past bootstrap: Patroni's dynamic
+//! configuration (parameters, pg_hba, timings, replication mode) gets the difference from
+//! what `render` wants, and members Patroni flags for a restart are restarted in a safe
+//! order (`restarts.rs`). A converged cluster costs one read (`GET /config` on the leader)
+//! and no write.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+use tracing::info;
+
+use super::restarts::{self, Next};
+use super::{Context, publish};
+use crate::names;
+use crate::patroni::{self, Credentials, Endpoint, Member, RestartRequest, dynamic};
+use kube::api::DynamicObject;
+
+/// Why the configuration is not applied: `(reason, message)` for the condition.
+pub type NotApplied = (String, String);
+
+fn not_applied(reason: &str, message: impl Into<String>) -> NotApplied {
+    (reason.to_owned(), message.into())
+}
+
+/// One pass: at most one PATCH and one restart, then the caller looks again.
+pub async fn converge(
+    ctx: &Context,
+    obj: &DynamicObject,
+    namespace: &str,
+    name: &str,
+    desired: &serde_json::Value,
+    members: &[Member],
+) -> Result<(), NotApplied> {
+    let key = format!("{namespace}/{name}");
+    let Some((leader, at)) =
+        patroni::member::leader(members).and_then(|l| l.ip.map(|ip| (l, endpoint(ip))))
+    else {
+        return Err(not_applied(
+            "NoLeader",
+            "no running primary to compare the configuration with",
+        ));
+    };
+    let client = ctx
+        .patroni
+        .with_credentials(Some(credentials(ctx, namespace, name).await?));
+    let current = client
+        .config(&at)
+        .await
+        .map_err(|e| not_applied("PatroniUnreachable", e.to_string()))?;
+    if let Some(patch) = dynamic::diff(&current, desired) {
+        client
+            .patch_config(&at, &patch)
+            .await
+            .map_err(|e| not_applied("PatchFailed", e.to_string()))?;
+        let keys = changed_keys(&patch);
+        info!(cluster = %key, leader = %leader.name, "sent Patroni's configuration: {keys}");
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "ConfigPatched",
+            format!("PATCH /config on {}: {keys}", leader.name),
+        )
+        .await;
+        ctx.mark_patched(&key);
+        return Err(not_applied(
+            "Applying",
+            format!("sent to Patroni: {keys}; every member applies it within one loop"),
+        ));
+    }
+    // Members apply a new configuration on their next loop, and only then report whether
+    // it needs a restart: until then "applied" would be a guess.
+    let loop_wait = desired["loop_wait"].as_u64().unwrap_or(10);
+    if ctx.patched_within(&key, Duration::from_secs(loop_wait + 5)) {
+        return Err(not_applied(
+            "Applying",
+            "waiting for every member to apply the configuration",
+        ));
+    }
+    if !members.iter().any(Member::pending_restart) {
+        return Ok(());
+    }
+    restart_next(ctx, obj, &client, &key, members).await
+}
+
+fn endpoint(ip: std::net::IpAddr) -> Endpoint {
+    Endpoint::new(ip, names::PATRONI_PORT as u16)
+}
+
+/// `parameters.work_mem, pg_hba, synchronous_mode`: what a patch changes, without values.
+fn changed_keys(patch: &serde_json::Value) -> String {
+    let mut keys = Vec::new();
+    for (k, v) in patch.as_object().into_iter().flatten() {
+        match (k.as_str(), v.as_object()) {
+            ("postgresql", Some(pg)) => {
+                for (k, v) in pg {
+                    match (k.as_str(), v.as_object()) {
+                        ("parameters", Some(params)) => {
+                            keys.extend(params.keys().map(|p| format!("parameters.{p}")))
+                        }
+                        _ => keys.push(k.clone()),
+                    }
+                }
+            }
+            _ => keys.push(k.clone()),
+        }
+    }
+    keys.sort();
+    keys.join(", ")
+}
+
+async fn credentials(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Credentials, NotApplied> {
+    let secret_name = names::patroni_api_secret(name);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = api
+        .get_opt(&secret_name)
+        .await
+        .map_err(|e| {
+            not_applied(
+                "NoCredentials",
+                format!("reading Secret {secret_name}: {e}"),
+            )
+        })?
+        .ok_or_else(|| not_applied("NoCredentials", format!("Secret {secret_name} is missing")))?;
+    let field = |k: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                not_applied(
+                    "NoCredentials",
+                    format!("Secret {secret_name} has no key {k:?}"),
+                )
+            })
+    };
+    Ok(Credentials {
+        username: field("username")?,
+        password: field("password")?,
+    })
+}
+
+/// Restarts the next member that waits for it, asking each member for its live state
+/// first (what a pod's annotation says may be a loop behind).
+async fn restart_next(
+    ctx: &Context,
+    obj: &DynamicObject,
+    client: &patroni::Client,
+    key: &str,
+    members: &[Member],
+) -> Result<(), NotApplied> {
+    let mut live = Vec::new();
+    for m in members {
+        let Some(ip) = m.ip else {
+            return Err(not_applied(
+                "PendingRestart",
+                format!("{} has no address yet", m.name),
+            ));
+        };
+        let state = client
+            .member(&endpoint(ip))
+            .await
+            .map_err(|e| not_applied("PendingRestart", format!("{}: {e}", m.name)))?;
+        live.push((m.name.clone(), state));
+    }
+    match restarts::plan(&live) {
+        Next::Done => Ok(()),
+        Next::Wait(why) => Err(not_applied("PendingRestart", why)),
+        Next::Restart { member, why } => {
+            let ip = members
+                .iter()
+                .find(|m| m.name == member)
+                .and_then(|m| m.ip)
+                .ok_or_else(|| not_applied("PendingRestart", format!("{member} has no address")))?;
+            info!(cluster = %key, %member, "restarting: {why}");
+            let started = Instant::now();
+            let request = RestartRequest {
+                restart_pending: true,
+            };
+            let result = client.restart(&endpoint(ip), &request).await;
+            let took = started.elapsed().as_secs_f64();
+            match result {
+                Ok(()) => {
+                    publish(
+                        ctx,
+                        obj,
+                        EventType::Normal,
+                        "Restarted",
+                        format!("restarted {member} in {took:.1} s: {why}"),
+                    )
+                    .await;
+                    Err(not_applied(
+                        "Restarting",
+                        format!("restarted {member} ({why}); waiting for it to stream"),
+                    ))
+                }
+                Err(e) => {
+                    publish(
+                        ctx,
+                        obj,
+                        EventType::Warning,
+                        "RestartFailed",
+                        format!("restarting {member}: {e}"),
+                    )
+                    .await;
+                    Err(not_applied(
+                        "PendingRestart",
+                        format!("restarting {member}: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_name_the_keys_not_the_values() {
+        let patch = json!({
+            "synchronous_mode": true,
+            "postgresql": { "pg_hba": ["host all all all reject"], "parameters": { "work_mem": "8MB", "old": null } }
+        });
+        assert_eq!(
+            changed_keys(&patch),
+            "parameters.old, parameters.work_mem, pg_hba, synchronous_mode"
+        );
+    }
+}

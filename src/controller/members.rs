@@ -1,0 +1,79 @@
+//! The instances as Patroni publishes them on their pods: who leads, who waits for a
+//! restart, how far each replica is behind. Read from the pods, with no request to Patroni.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::Error;
+use crate::api::ClusterMember;
+use crate::names;
+use crate::patroni::member::{self, Member, MemberStatus, STATUS_ANNOTATION};
+use crate::render::component;
+
+/// The instance pods of a cluster, sorted by name.
+pub async fn pods(client: &Client, namespace: &str, cluster: &str) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{}={cluster},app.kubernetes.io/component={}",
+        names::CLUSTER_LABEL,
+        component::DATABASE
+    );
+    let mut pods = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::List("Pod".into(), e))?
+        .items;
+    pods.sort_by_key(|p| p.name_any());
+    Ok(pods)
+}
+
+/// The pod Patroni labelled primary.
+pub fn labelled_primary(pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .find(|p| {
+            p.labels().get(names::ROLE_LABEL).map(String::as_str) == Some(names::ROLE_PRIMARY)
+        })
+        .map(|p| p.name_any())
+}
+
+pub fn from_pods(pods: &[Pod]) -> Vec<Member> {
+    pods.iter()
+        .map(|p| Member {
+            name: p.name_any(),
+            ip: p
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+            status: p
+                .annotations()
+                .get(STATUS_ANNOTATION)
+                .and_then(|a| MemberStatus::parse(a)),
+        })
+        .collect()
+}
+
+/// `status.members`.
+pub fn views(members: &[Member]) -> Vec<ClusterMember> {
+    let leader = member::leader(members);
+    members
+        .iter()
+        .map(|m| {
+            let s = m.status.as_ref();
+            ClusterMember {
+                name: m.name.clone(),
+                role: s.map(|s| s.role.clone()).filter(|r| !r.is_empty()),
+                state: s.map(|s| s.state.clone()).filter(|r| !r.is_empty()),
+                timeline: s.and_then(|s| s.timeline),
+                lag_bytes: leader
+                    .filter(|l| l.name != m.name)
+                    .and_then(|l| member::lag_bytes(m, l))
+                    .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                pending_restart: m.pending_restart(),
+            }
+        })
+        .collect()
+}
