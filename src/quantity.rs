@@ -130,30 +130,79 @@ pub enum PgUnit {
     Megabyte,
 }
 
+impl PgUnit {
+    fn bytes(self) -> i128 {
+        match self {
+            PgUnit::Block => 8 * KIB,
+            PgUnit::Kilobyte => KIB,
+            PgUnit::Megabyte => MIB,
+        }
+    }
+}
+
 /// Parses a PostgreSQL memory setting (`128MB`, `4GB`, `512kB`, `16384` in the parameter's
 /// base unit) into bytes. `-1` and other special values are not memory sizes.
 pub fn pg_memory_bytes(value: &str, unit: PgUnit) -> Option<i128> {
+    match pg_integer(value)? {
+        PgInteger::Plain(n) if n >= 0 => Some(n * unit.bytes()),
+        PgInteger::Bytes(b) if b >= 0 => Some(b),
+        _ => None,
+    }
+}
+
+/// A PostgreSQL integer setting with its unit applied, so that `1GB` and `1024MB` compare
+/// equal. A bare number stays as written: its unit is the parameter's, unknown here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgInteger {
+    Plain(i128),
+    Bytes(i128),
+    Micros(i128),
+}
+
+impl PgInteger {
+    /// Orders two values of the same kind; `None` for a size against a time or a bare number.
+    pub fn compare(self, other: PgInteger) -> Option<Ordering> {
+        match (self, other) {
+            (PgInteger::Plain(a), PgInteger::Plain(b))
+            | (PgInteger::Bytes(a), PgInteger::Bytes(b))
+            | (PgInteger::Micros(a), PgInteger::Micros(b)) => Some(a.cmp(&b)),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a PostgreSQL integer value with an optional memory (`B`, `kB`, `MB`, `GB`, `TB`)
+/// or time (`us`, `ms`, `s`, `min`, `h`, `d`) unit, spelled as PostgreSQL does
+/// (case-sensitive). Fractions, hexadecimal and anything else are `None`.
+pub fn pg_integer(value: &str) -> Option<PgInteger> {
     let v = value.trim();
-    let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, suffix) = v.split_at(end);
+    let unsigned = v.strip_prefix(['-', '+']).unwrap_or(v);
+    let end = unsigned
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unsigned.len());
+    let (digits, unit) = unsigned.split_at(end);
+    // 18 digits times a terabyte still fits an i128 many times over.
     if digits.is_empty() || digits.len() > 18 {
         return None;
     }
     let n: i128 = digits.parse().ok()?;
-    let mult = match suffix.trim() {
-        "" => match unit {
-            PgUnit::Block => 8 * KIB,
-            PgUnit::Kilobyte => KIB,
-            PgUnit::Megabyte => MIB,
-        },
-        "B" => 1,
-        "kB" => KIB,
-        "MB" => MIB,
-        "GB" => GIB,
-        "TB" => GIB * 1024,
+    let n = if v.starts_with('-') { -n } else { n };
+    let (kind, mult): (fn(i128) -> PgInteger, i128) = match unit.trim_start() {
+        "" => (PgInteger::Plain, 1),
+        "B" => (PgInteger::Bytes, 1),
+        "kB" => (PgInteger::Bytes, KIB),
+        "MB" => (PgInteger::Bytes, MIB),
+        "GB" => (PgInteger::Bytes, GIB),
+        "TB" => (PgInteger::Bytes, GIB * 1024),
+        "us" => (PgInteger::Micros, 1),
+        "ms" => (PgInteger::Micros, 1_000),
+        "s" => (PgInteger::Micros, 1_000_000),
+        "min" => (PgInteger::Micros, 60_000_000),
+        "h" => (PgInteger::Micros, 3_600_000_000),
+        "d" => (PgInteger::Micros, 86_400_000_000),
         _ => return None,
     };
-    Some(n * mult)
+    Some(kind(n * mult))
 }
 
 /// Formats bytes as a PostgreSQL memory setting in whole megabytes, or kilobytes below 1 MB.
@@ -214,5 +263,31 @@ mod tests {
         assert_eq!(pg_memory_bytes("-1", PgUnit::Kilobyte), None);
         assert_eq!(pg_memory(256 * MIB), "256MB");
         assert_eq!(pg_memory(300 * KIB), "300kB");
+    }
+
+    #[test]
+    fn postgres_integers_with_units() {
+        assert_eq!(pg_integer("200"), Some(PgInteger::Plain(200)));
+        assert_eq!(pg_integer(" -1 "), Some(PgInteger::Plain(-1)));
+        assert_eq!(pg_integer("1GB"), Some(PgInteger::Bytes(GIB)));
+        assert_eq!(pg_integer("512 kB"), Some(PgInteger::Bytes(512 * KIB)));
+        assert_eq!(pg_integer("5min"), Some(PgInteger::Micros(300_000_000)));
+        assert_eq!(pg_integer("250ms"), Some(PgInteger::Micros(250_000)));
+        for bad in [
+            "",
+            "MB",
+            "1.5GB",
+            "0x10",
+            "1 gb",
+            "1Mi",
+            "1_000",
+            "9999999999999999999",
+        ] {
+            assert_eq!(pg_integer(bad), None, "{bad:?} parsed");
+        }
+        let (a, b) = (pg_integer("1GB").unwrap(), pg_integer("1024MB").unwrap());
+        assert_eq!(a.compare(b), Some(Ordering::Equal));
+        let (s, n) = (pg_integer("1s").unwrap(), pg_integer("1000").unwrap());
+        assert_eq!(s.compare(n), None);
     }
 }

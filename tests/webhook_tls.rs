@@ -126,7 +126,20 @@ async fn raising_memory_on_update_retunes_shared_buffers_and_keeps_explicit_ones
         )
         .await
         .unwrap();
-    assert_eq!(response(&answer, "update")["allowed"], true);
+    let validated = response(&answer, "update");
+    assert_eq!(validated["allowed"], true);
+    // The retuned shared_buffers takes a restart, and kubectl is told so.
+    let restart = format!(
+        "spec.postgresql.parameters[shared_buffers]: changed from {} to {}: takes effect after a restart",
+        before.as_str().unwrap(),
+        shared_buffers(&updated).as_str().unwrap()
+    );
+    assert!(
+        validated["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.starts_with(&restart)))),
+        "no {restart:?} in {validated}"
+    );
 
     let mut pinned = bigger.clone();
     pinned["spec"]["postgresql"]["parameters"]["shared_buffers"] = json!("300MB");

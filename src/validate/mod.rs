@@ -1,11 +1,14 @@
 //! `validate`: every field error of a spec at once, plus warnings for legal but risky
 //! choices. Pure and total. Rules are grouped by the part of the spec they read; update
-//! rules (`old` is the stored object) live in `update.rs`.
+//! rules (`old` is the stored object) live in `update.rs`, and the warnings for parameter
+//! changes that need a PostgreSQL restart in `restart.rs`.
 
 mod backup;
 mod cron;
 mod field;
+pub mod pg_settings;
 mod postgres;
+mod restart;
 mod roles;
 mod update;
 
@@ -43,6 +46,7 @@ pub fn validate(new: &PostgresCluster, old: Option<&PostgresCluster>) -> Outcome
     spec(&new.spec, &mut e);
     if let Some(old) = old {
         update::transition(&new.spec, &old.spec, &mut e);
+        restart::parameters(&new.spec, &old.spec, &mut e);
     }
     Outcome {
         errors: e.errors,

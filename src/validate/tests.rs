@@ -1220,3 +1220,199 @@ fn allowed_updates() {
     new.spec.instances = Some(2);
     assert_eq!(errors(&new, Some(&old)), Vec::<String>::new());
 }
+
+// restart warnings on update
+
+/// The warnings of an UPDATE of `base()` by `change`, resolved against the stored spec as
+/// the webhook resolves it before validating.
+#[track_caller]
+fn update_warnings(change: impl FnOnce(&mut PostgresClusterSpec)) -> Vec<String> {
+    let old = base();
+    let mut spec = old.spec.clone();
+    change(&mut spec);
+    let new = PostgresCluster::new("demo", resolve(&spec, Some(&old.spec), &Config::default()));
+    let out = validate(&new, Some(&old));
+    let errs: Vec<String> = out.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errs, Vec::<String>::new());
+    out.warnings
+}
+
+fn spec_param(s: &mut PostgresClusterSpec, k: &str, v: &str) {
+    let params = s.postgresql.as_mut().unwrap().parameters.as_mut().unwrap();
+    params.insert(k.into(), v.into());
+}
+
+const REPLICAS_FIRST: &str =
+    "takes effect after a restart of every instance; replicas restart first, then the primary";
+
+#[test]
+fn a_raised_restart_parameter_restarts_replicas_first() {
+    assert_eq!(
+        update_warnings(|s| spec_param(s, "max_connections", "200")),
+        [format!(
+            "spec.postgresql.parameters[max_connections]: changed from 100 to 200: {REPLICAS_FIRST}"
+        )]
+    );
+}
+
+#[test]
+fn a_lowered_hot_standby_minimum_restarts_the_primary_first() {
+    assert_eq!(
+        update_warnings(|s| spec_param(s, "max_connections", "50")),
+        [
+            "spec.postgresql.parameters[max_connections]: changed from 100 to 50: takes effect after a restart of every instance; the primary restarts first, then the replicas: a standby cannot run with a lower value than its primary"
+        ]
+    );
+}
+
+#[test]
+fn a_lowered_ordinary_restart_parameter_restarts_replicas_first() {
+    assert_eq!(
+        update_warnings(|s| spec_param(s, "shared_buffers", "128MB")),
+        [format!(
+            "spec.postgresql.parameters[shared_buffers]: changed from 256MB to 128MB: {REPLICAS_FIRST}"
+        )]
+    );
+}
+
+#[test]
+fn the_same_amount_in_other_units_is_no_change() {
+    assert_eq!(
+        update_warnings(|s| spec_param(s, "shared_buffers", "262144kB")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_reloadable_parameter_change_needs_no_warning() {
+    assert_eq!(
+        update_warnings(|s| spec_param(s, "work_mem", "16MB")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn derived_restart_parameters_warn_when_their_inputs_change() {
+    // WAL senders and slots follow the instance count: 10 up to 6 instances, then one more
+    // per instance.
+    assert_eq!(
+        update_warnings(|s| s.instances = Some(8)),
+        [
+            format!(
+                "spec.postgresql.parameters[max_replication_slots]: changed from 10 to 12: {REPLICAS_FIRST}"
+            ),
+            format!(
+                "spec.postgresql.parameters[max_wal_senders]: changed from 10 to 12: {REPLICAS_FIRST}"
+            ),
+        ]
+    );
+    // Memory retunes shared_buffers and max_connections; the rest of the tuning reloads.
+    let memory = |s: &mut PostgresClusterSpec| {
+        let r = s.resources.as_mut().unwrap();
+        r.requests
+            .as_mut()
+            .unwrap()
+            .insert("memory".into(), Quantity("4Gi".into()));
+    };
+    assert_eq!(
+        update_warnings(memory),
+        [
+            format!(
+                "spec.postgresql.parameters[max_connections]: changed from 100 to 256: {REPLICAS_FIRST}"
+            ),
+            format!(
+                "spec.postgresql.parameters[shared_buffers]: changed from 256MB to 1024MB: {REPLICAS_FIRST}"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn added_and_removed_restart_parameters_warn() {
+    let old = base();
+    let mut new = old.clone();
+    set_param(&mut new, "max_prepared_transactions", "10");
+    assert_eq!(
+        validate(&new, Some(&old)).warnings,
+        [format!(
+            "spec.postgresql.parameters[max_prepared_transactions]: set to 10: {REPLICAS_FIRST}"
+        )]
+    );
+    assert_eq!(
+        validate(&old, Some(&new)).warnings,
+        [format!(
+            "spec.postgresql.parameters[max_prepared_transactions]: removed (was 10): {REPLICAS_FIRST}"
+        )]
+    );
+}
+
+#[test]
+fn values_that_are_not_plain_tokens_are_quoted() {
+    assert_eq!(
+        update_warnings(|s| spec_param(
+            s,
+            "shared_preload_libraries",
+            "pg_stat_statements, auto_explain"
+        )),
+        [format!(
+            "spec.postgresql.parameters[shared_preload_libraries]: changed from pg_stat_statements to \"pg_stat_statements, auto_explain\": {REPLICAS_FIRST}"
+        )]
+    );
+}
+
+#[test]
+fn no_restart_warning_on_create() {
+    let mut c = base();
+    set_param(&mut c, "max_connections", "200");
+    assert_eq!(validate(&c, None).warnings, Vec::<String>::new());
+}
+
+#[test]
+fn unknown_parameters_get_no_restart_warning() {
+    assert_eq!(
+        update_warnings(|s| {
+            spec_param(s, "pg_stat_statements.max", "10000");
+            spec_param(s, "no_such_setting", "1");
+        }),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn contexts_are_those_of_the_running_major() {
+    // autovacuum_max_workers needs a restart up to PostgreSQL 17 and reloads from 18.
+    let change = |version: i32| {
+        let mut old = base();
+        old.spec.postgres_version = Some(version);
+        let mut new = old.clone();
+        set_param(&mut new, "autovacuum_max_workers", "5");
+        validate(&new, Some(&old)).warnings
+    };
+    assert_eq!(
+        change(17),
+        [format!(
+            "spec.postgresql.parameters[autovacuum_max_workers]: set to 5: {REPLICAS_FIRST}"
+        )]
+    );
+    assert_eq!(change(18), Vec::<String>::new());
+}
+
+#[test]
+fn parameter_names_compare_case_insensitively() {
+    let mut old = base();
+    set_param(&mut old, "max_prepared_transactions", "10");
+    let mut new = base();
+    set_param(&mut new, "MAX_PREPARED_TRANSACTIONS", "10");
+    // The upper-case name is an error of its own; as PostgreSQL reads it, nothing changed.
+    assert_eq!(validate(&new, Some(&old)).warnings, Vec::<String>::new());
+}
+
+#[test]
+fn synchronous_replication_switched_on_needs_no_warning() {
+    let mut old = base();
+    old.spec.instances = Some(2);
+    old.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Async);
+    let mut new = old.clone();
+    new.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Sync);
+    assert_eq!(validate(&new, Some(&old)), Outcome::default());
+}
