@@ -3,16 +3,19 @@
 //! real control plane, with the operator materializing the cluster.
 //!
 //! `tests/dataplane/cluster.yaml` (3 instances, synchronous mode, a volume repository, the
-//! pooler, users and databases) is resolved with `pgpilot resolve` and applied; `pgpilot
-//! controller` renders every child; the StatefulSet, Job and ReplicaSet controllers make
+//! pooler, users and databases) is applied through `pgpilot run` (webhooks and
+//! controller), which renders every child; the StatefulSet, Job and ReplicaSet controllers make
 //! Pending pods, and `kubelet.rs` runs them from the Pod objects as stored. Then:
 //! election and replication, status and Service endpoints, the roles Job (twice),
-//! failover by `kill -9` under synchronous replication, backup and restore (to the end and
-//! to a point in time), and pooling. Figures are printed at the end (`make dataplane`).
+//! day-2 edits of the running cluster (`day2.rs`), failover by `kill -9` under synchronous
+//! replication, backup and restore (to the end and to a point in time), pooling, a quiet
+//! resync and a scale-out. Figures are printed at the end (`make dataplane`).
 //!
 //! Needs root (namespaces, mounts), PostgreSQL 15, pgBackRest, pgBouncer and Patroni
 //! (`.ci/run` installs them), and the control-plane binaries (`hack/build-controlplane.sh`).
 
+#[path = "dataplane/day2.rs"]
+mod day2;
 #[path = "dataplane/kube.rs"]
 mod kube;
 #[path = "dataplane/kubelet.rs"]
@@ -28,8 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgpilot::devcluster::process::Supervised;
-use pgpilot::devcluster::{self, DevCluster, Options};
+use pgpilot::devcluster::{self, DevCluster, Operator, OperatorOptions, Options, free_ports};
 use serde_json::Value;
 
 use kube::{Kube, wait_for};
@@ -73,11 +75,21 @@ fn data_plane() {
     println!(
         "dataplane: roles Job: every user and database created, logins work, a second run changed nothing"
     );
+    h.live_configuration(&mut figures);
+    show(&figures);
+    h.replication_mode(&mut figures);
+    show(&figures);
+    h.restart_parameters(&mut figures);
+    show(&figures);
     h.failover(&mut figures);
     show(&figures);
     h.backup_and_restore(&mut figures);
     show(&figures);
     h.pooling(&mut figures);
+    show(&figures);
+    h.steady_state(&mut figures);
+    show(&figures);
+    h.scale_out(&mut figures);
     show(&figures);
     figures.push(format!(
         "whole scenario: {:.0} s",
@@ -126,7 +138,7 @@ struct Harness {
     cluster: DevCluster,
     kube: Kube,
     kubelet: Arc<Kubelet>,
-    _controller: Arc<Supervised>,
+    _operator: Operator,
     root: PathBuf,
     next_ip: u8,
     superuser: String,
@@ -174,26 +186,30 @@ impl Harness {
             kube.get("serviceaccount", "default")
         });
 
-        // Resolved offline, as the webhook would, then applied.
+        // The operator as deployed (`pgpilot run`: webhook and controller), behind its
+        // webhook configurations, so that every edit below is resolved and validated at
+        // admission as a user's is.
         let pgpilot = env!("CARGO_BIN_EXE_pgpilot");
-        let sample = node::repo_root().join("tests/dataplane/cluster.yaml");
-        let resolved = Command::new(pgpilot)
-            .args(["resolve", "-f"])
-            .arg(&sample)
-            .output()
-            .expect("pgpilot resolve");
-        assert!(resolved.status.success(), "pgpilot resolve failed");
-        kube.apply(&String::from_utf8_lossy(&resolved.stdout));
-
-        let log = root.join("logs/controller.log");
-        let mut c = Command::new(pgpilot);
-        c.args(["controller", "--kubeconfig"])
-            .arg(cluster.kubeconfig())
-            .args(["--lease-namespace", NAMESPACE])
-            .env("RUST_LOG", "info")
-            .stdout(std::fs::File::create(&log).expect("log"))
-            .stderr(std::fs::File::create(root.join("logs/controller.err")).expect("log"));
-        let controller = Supervised::spawn("pgpilot controller", c, Some(log)).expect("controller");
+        let [port] = free_ports().expect("a free port");
+        let webhooks = std::fs::read_to_string(node::repo_root().join("manifests/webhooks.yaml"))
+            .expect("manifests/webhooks.yaml");
+        let options = OperatorOptions {
+            program: pgpilot.into(),
+            kubeconfig: cluster.kubeconfig().to_owned(),
+            cert_dir: cluster.webhook_cert_dir().to_owned(),
+            listen: ([127, 0, 0, 1], port).into(),
+            log: Some(root.join("logs/operator.log")),
+            extra_args: ["--lease-namespace", NAMESPACE, "--resync-seconds", "5"]
+                .map(String::from)
+                .to_vec(),
+        };
+        let (operator, _) = cluster
+            .start_operator(options, &webhooks, cluster.ca_pem())
+            .expect("the operator starts and admission goes through its webhooks");
+        let sample =
+            std::fs::read_to_string(node::repo_root().join("tests/dataplane/cluster.yaml"))
+                .expect("tests/dataplane/cluster.yaml");
+        kube.apply(&sample);
 
         // Everything rendered, and the Pending pods the workload controllers made.
         for pod in ["dp-0", "dp-1", "dp-2", "dp-repo-host-0"] {
@@ -215,7 +231,7 @@ impl Harness {
             cluster,
             kube,
             kubelet,
-            _controller: controller,
+            _operator: operator,
             root,
             next_ip: 1,
             superuser,

@@ -13,15 +13,7 @@
 //! `plan` decides from the members' live states (`GET /patroni`); it is pure.
 
 use crate::patroni::MemberState;
-
-/// Settings a hot standby must hold at least at its primary's value.
-pub const HOT_STANDBY_SENSITIVE: [&str; 5] = [
-    "max_connections",
-    "max_prepared_transactions",
-    "max_locks_per_transaction",
-    "max_wal_senders",
-    "max_worker_processes",
-];
+use crate::validate::pg_settings::HOT_STANDBY_MINIMUMS;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -97,7 +89,7 @@ fn reasons(s: &MemberState) -> String {
 fn lowered_sensitive(s: &MemberState) -> Option<String> {
     s.pending_restart_reason
         .iter()
-        .filter(|(k, _)| HOT_STANDBY_SENSITIVE.contains(&k.to_ascii_lowercase().as_str()))
+        .filter(|(k, _)| HOT_STANDBY_MINIMUMS.contains(&k.to_ascii_lowercase().as_str()))
         .find(|(_, v)| {
             matches!(
                 (v.old_value.trim().parse::<i64>(), v.new_value.trim().parse::<i64>()),

@@ -11,17 +11,7 @@ use crate::api::PostgresClusterSpec;
 use crate::quantity::pg_integer;
 
 use super::field::{Errors, Path, quote};
-use super::pg_settings::{self, Context};
-
-/// Settings a hot standby must have at least as high as its primary: lowered, the primary
-/// must restart first, or a replica restarted with the new value refuses to start.
-const HOT_STANDBY_MINIMUMS: [&str; 5] = [
-    "max_connections",
-    "max_prepared_transactions",
-    "max_locks_per_transaction",
-    "max_wal_senders",
-    "max_worker_processes",
-];
+use super::pg_settings::{self, Context, HOT_STANDBY_MINIMUMS};
 
 const REPLICAS_FIRST: &str =
     "takes effect after a restart of every instance; replicas restart first, then the primary";

@@ -28,6 +28,15 @@ impl Kube {
 
     /// Runs kubectl; `Err(stderr)` when it fails.
     pub fn try_run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        self.try_run_with(args, stdin).map(|(out, _)| out)
+    }
+
+    /// Runs kubectl; `(stdout, stderr)`, or `Err(stderr)` when it fails.
+    pub fn try_run_full(&self, args: &[&str]) -> Result<(String, String), String> {
+        self.try_run_with(args, None)
+    }
+
+    fn try_run_with(&self, args: &[&str], stdin: Option<&str>) -> Result<(String, String), String> {
         let mut child = self
             .command()
             .args(args)
@@ -47,7 +56,10 @@ impl Kube {
         drop(child.stdin.take());
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            Ok((
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
         } else {
             Err(format!(
                 "kubectl {args:?}: {}",

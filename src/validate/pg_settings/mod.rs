@@ -69,6 +69,17 @@ impl fmt::Display for Context {
     }
 }
 
+/// Settings a hot standby must hold at least at its primary's value (PostgreSQL refuses
+/// to replay WAL from a primary with a higher one): raised, replicas restart first; lowered,
+/// the primary first.
+pub const HOT_STANDBY_MINIMUMS: [&str; 5] = [
+    "max_connections",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+    "max_wal_senders",
+    "max_worker_processes",
+];
+
 /// The context of parameter `name` (any case) in PostgreSQL `major`; `None` when that
 /// major has no such parameter (extension parameters included) or is not in the table.
 pub fn context(major: i32, name: &str) -> Option<Context> {
