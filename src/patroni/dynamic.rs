@@ -12,34 +12,21 @@ use serde_json::{Map, Value};
 /// The merge patch that turns `current` into `desired` for the keys pgpilot owns; `None`
 /// when nothing differs, so that a converged cluster gets no write.
 pub fn diff(current: &Value, desired: &Value) -> Option<Value> {
-    let mut patch = Map::new();
-    let empty = Map::new();
-    let current = current.as_object().unwrap_or(&empty);
-    for (key, want) in desired.as_object().into_iter().flatten() {
-        let have = current.get(key).unwrap_or(&Value::Null);
-        if key == "postgresql" {
-            if let Some(p) = postgresql(have, want) {
-                patch.insert(key.clone(), p);
-            }
-        } else if !same_json(have, want) {
-            patch.insert(key.clone(), want.clone());
-        }
-    }
-    (!patch.is_empty()).then_some(Value::Object(patch))
+    diff_at(None, current, desired)
 }
 
-fn postgresql(current: &Value, desired: &Value) -> Option<Value> {
+/// The patch for the object `desired`, found under key `parent` (`None`: the top).
+fn diff_at(parent: Option<&str>, current: &Value, desired: &Value) -> Option<Value> {
     let mut patch = Map::new();
-    let empty = Map::new();
-    let current = current.as_object().unwrap_or(&empty);
     for (key, want) in desired.as_object().into_iter().flatten() {
         let have = current.get(key).unwrap_or(&Value::Null);
-        if key == "parameters" {
-            if let Some(p) = parameters(have, want) {
-                patch.insert(key.clone(), p);
-            }
-        } else if !same_json(have, want) {
-            patch.insert(key.clone(), want.clone());
+        let change = match (parent, key.as_str()) {
+            (None, "postgresql") => diff_at(Some("postgresql"), have, want),
+            (Some("postgresql"), "parameters") => parameters(have, want),
+            _ => (!same_json(have, want)).then(|| want.clone()),
+        };
+        if let Some(change) = change {
+            patch.insert(key.clone(), change);
         }
     }
     (!patch.is_empty()).then_some(Value::Object(patch))

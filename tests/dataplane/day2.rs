@@ -318,24 +318,13 @@ impl Harness {
             for m in MEMBERS {
                 assert_ne!(before[m], after[m], "{m} was not restarted");
             }
-            let latest = after
+            // Members in the order their PostgreSQL started.
+            let mut order: Vec<(f64, &str)> = after
                 .iter()
-                .max_by(|a, b| {
-                    a.1.parse::<f64>()
-                        .unwrap()
-                        .total_cmp(&b.1.parse::<f64>().unwrap())
-                })
-                .map(|(m, _)| m.clone())
-                .unwrap();
-            let earliest = after
-                .iter()
-                .min_by(|a, b| {
-                    a.1.parse::<f64>()
-                        .unwrap()
-                        .total_cmp(&b.1.parse::<f64>().unwrap())
-                })
-                .map(|(m, _)| m.clone())
-                .unwrap();
+                .map(|(m, t)| (t.parse().expect("an epoch"), m.as_str()))
+                .collect();
+            order.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (earliest, latest) = (order[0].1, order[order.len() - 1].1);
             if lowered {
                 assert_eq!(
                     earliest, leader,
