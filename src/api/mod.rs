@@ -536,7 +536,7 @@ pub struct ClusterMember {
     /// PostgreSQL timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,
-    /// Bytes of WAL behind the primary (replicas).
+    /// WAL behind the primary, in bytes rounded down to whole MiB (replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
     /// PostgreSQL runs with settings that take effect only after a restart.

@@ -56,6 +56,11 @@ pub fn from_pods(pods: &[Pod]) -> Vec<Member> {
         .collect()
 }
 
+/// Lag is reported in whole MiB: a status rewritten for every WAL record an idle primary
+/// writes would cost a write per cluster and resync, and says nothing a DBA acts on (Patroni's
+/// own failover limit, `maximumLagOnFailover`, defaults to 1 MiB).
+const LAG_UNIT: u64 = 1 << 20;
+
 /// `status.members`.
 pub fn views(members: &[Member]) -> Vec<ClusterMember> {
     let leader = member::leader(members);
@@ -71,9 +76,40 @@ pub fn views(members: &[Member]) -> Vec<ClusterMember> {
                 lag_bytes: leader
                     .filter(|l| l.name != m.name)
                     .and_then(|l| member::lag_bytes(m, l))
-                    .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                    .map(|b| i64::try_from(b / LAG_UNIT * LAG_UNIT).unwrap_or(i64::MAX)),
                 pending_restart: m.pending_restart(),
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, role: &str, lsn: u64) -> Member {
+        Member {
+            name: name.into(),
+            ip: None,
+            status: Some(MemberStatus {
+                role: role.into(),
+                state: "running".into(),
+                xlog_location: Some(lsn),
+                pending_restart: role == "replica",
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn lag_is_reported_in_whole_mebibytes() {
+        let primary = member("pg-0", "primary", 50 << 20);
+        let close = member("pg-1", "replica", (50 << 20) - 4096);
+        let far = member("pg-2", "replica", (47 << 20) - 1);
+        let v = views(&[primary, close, far]);
+        let lags: Vec<Option<i64>> = v.iter().map(|m| m.lag_bytes).collect();
+        assert_eq!(lags, [None, Some(0), Some(3 << 20)]);
+        assert!(v[1].pending_restart && !v[0].pending_restart);
+        assert_eq!(v[0].role.as_deref(), Some("primary"));
+    }
 }
