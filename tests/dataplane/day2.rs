@@ -338,6 +338,11 @@ impl Harness {
             }
             assert_eq!(lost, 0, "acknowledged rows lost during the restarts");
             assert_eq!(self.current_leader(), leader, "a restart is not a failover");
+            // A restarted standby is streaming again before Patroni has named the
+            // synchronous one anew; until it has, sync mode promotes nobody (it cannot know
+            // who holds every acknowledged commit). Settled before the next step.
+            let replicas: Vec<&str> = MEMBERS.iter().copied().filter(|m| *m != leader).collect();
+            self.check_topology(&leader, &replicas);
             figures.push(format!(
                 "max_connections → {value} ({}): every member restarted in {:.1} s, {} first; {acked} rows acknowledged, 0 lost, longest write gap {:.1} s; kubectl warned: {}",
                 if lowered { "lowered" } else { "raised" },
