@@ -24,6 +24,16 @@ fn not_applied(reason: &str, message: impl Into<String>) -> NotApplied {
     (reason.to_owned(), message.into())
 }
 
+const APPLYING: &str = "Applying";
+const PENDING_RESTART: &str = "PendingRestart";
+const RESTARTING: &str = "Restarting";
+
+/// Whether the cluster is moving towards the spec (a change sent, a restart round under
+/// way), so that it is worth looking again within seconds rather than at the next resync.
+pub fn converging(state: &Result<(), NotApplied>) -> bool {
+    matches!(state, Err((reason, _)) if [APPLYING, PENDING_RESTART, RESTARTING].contains(&reason.as_str()))
+}
+
 /// One pass: at most one PATCH and one restart, then the caller looks again.
 pub async fn converge(
     ctx: &Context,
@@ -42,15 +52,15 @@ pub async fn converge(
             "no running primary to compare the configuration with",
         ));
     };
-    let client = ctx
+    // Reads are open; the Secret is read only when there is something to write.
+    let current = ctx
         .patroni
-        .with_credentials(Some(credentials(ctx, namespace, name).await?));
-    let current = client
         .config(&at)
         .await
         .map_err(|e| not_applied("PatroniUnreachable", e.to_string()))?;
     if let Some(patch) = dynamic::diff(&current, desired) {
-        client
+        writer(ctx, namespace, name)
+            .await?
             .patch_config(&at, &patch)
             .await
             .map_err(|e| not_applied("PatchFailed", e.to_string()))?;
@@ -66,7 +76,7 @@ pub async fn converge(
         .await;
         ctx.mark_patched(&key);
         return Err(not_applied(
-            "Applying",
+            APPLYING,
             format!("sent to Patroni: {keys}; every member applies it within one loop"),
         ));
     }
@@ -75,14 +85,21 @@ pub async fn converge(
     let loop_wait = desired["loop_wait"].as_u64().unwrap_or(10);
     if ctx.patched_within(&key, Duration::from_secs(loop_wait + 5)) {
         return Err(not_applied(
-            "Applying",
+            APPLYING,
             "waiting for every member to apply the configuration",
         ));
     }
     if !members.iter().any(Member::pending_restart) {
         return Ok(());
     }
+    let client = writer(ctx, namespace, name).await?;
     restart_next(ctx, obj, &client, &key, members).await
+}
+
+/// The Patroni client with the cluster's `C-patroni-api` credentials, for writes.
+async fn writer(ctx: &Context, namespace: &str, name: &str) -> Result<patroni::Client, NotApplied> {
+    let credentials = credentials(ctx, namespace, name).await?;
+    Ok(ctx.patroni.with_credentials(Some(credentials)))
 }
 
 fn endpoint(ip: std::net::IpAddr) -> Endpoint {
@@ -161,25 +178,25 @@ async fn restart_next(
     for m in members {
         let Some(ip) = m.ip else {
             return Err(not_applied(
-                "PendingRestart",
+                PENDING_RESTART,
                 format!("{} has no address yet", m.name),
             ));
         };
         let state = client
             .member(&endpoint(ip))
             .await
-            .map_err(|e| not_applied("PendingRestart", format!("{}: {e}", m.name)))?;
+            .map_err(|e| not_applied(PENDING_RESTART, format!("{}: {e}", m.name)))?;
         live.push((m.name.clone(), state));
     }
     match restarts::plan(&live) {
         Next::Done => Ok(()),
-        Next::Wait(why) => Err(not_applied("PendingRestart", why)),
+        Next::Wait(why) => Err(not_applied(PENDING_RESTART, why)),
         Next::Restart { member, why } => {
             let ip = members
                 .iter()
                 .find(|m| m.name == member)
                 .and_then(|m| m.ip)
-                .ok_or_else(|| not_applied("PendingRestart", format!("{member} has no address")))?;
+                .ok_or_else(|| not_applied(PENDING_RESTART, format!("{member} has no address")))?;
             info!(cluster = %key, %member, "restarting: {why}");
             let started = Instant::now();
             let request = RestartRequest {
@@ -198,7 +215,7 @@ async fn restart_next(
                     )
                     .await;
                     Err(not_applied(
-                        "Restarting",
+                        RESTARTING,
                         format!("restarted {member} ({why}); waiting for it to stream"),
                     ))
                 }
@@ -212,7 +229,7 @@ async fn restart_next(
                     )
                     .await;
                     Err(not_applied(
-                        "PendingRestart",
+                        PENDING_RESTART,
                         format!("restarting {member}: {e}"),
                     ))
                 }

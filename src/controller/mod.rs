@@ -113,7 +113,7 @@ impl Context {
             config,
             resync,
             failures: Mutex::default(),
-            patroni: crate::patroni::Client::new(None),
+            patroni: crate::patroni::Client::new(),
             patched: Mutex::default(),
         })
     }
@@ -362,11 +362,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&key(&obj));
-    let converging = matches!(
-        &observation.config,
-        Err((reason, _)) if matches!(reason.as_str(), "Applying" | "Restarting" | "PendingRestart")
-    );
-    if converging {
+    if converge::converging(&observation.config) {
         return Ok(Action::requeue(CONVERGING_REQUEUE));
     }
     // Pods change readiness without touching any owned object: look again now and then.

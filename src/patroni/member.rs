@@ -94,13 +94,6 @@ impl Member {
     pub fn pending_restart(&self) -> bool {
         self.status.as_ref().is_some_and(|s| s.pending_restart)
     }
-
-    /// A running standby that streams from the primary.
-    pub fn is_healthy_replica(&self) -> bool {
-        self.status
-            .as_ref()
-            .is_some_and(|s| !s.is_primary() && s.is_running() && s.is_streaming())
-    }
 }
 
 /// The running primary among the members, when there is exactly one.

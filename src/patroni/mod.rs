@@ -59,16 +59,6 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// The HTTP status Patroni answered with, when it answered.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            Error::Refused { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
 /// The credentials of Patroni's `restapi.authentication`. Never printed.
 #[derive(Clone)]
 pub struct Credentials {
@@ -150,7 +140,8 @@ impl Client {
         }
     }
 
-    pub fn new(credentials: Option<Credentials>) -> Client {
+    /// A client without credentials: enough for reads.
+    pub fn new() -> Client {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
         connector.set_nodelay(true);
@@ -158,7 +149,7 @@ impl Client {
             http: HttpClient::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
-            credentials,
+            credentials: None,
             timeout: Duration::from_secs(5),
             slow_timeout: Duration::from_secs(120),
         }
@@ -289,6 +280,12 @@ impl Client {
             });
         }
         Ok(body)
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
     }
 }
 
