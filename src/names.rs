@@ -38,6 +38,12 @@ pub const LABEL_MAX: usize = 63;
 /// DNS-1123 subdomains (Secrets, ConfigMaps, Roles).
 pub const SUBDOMAIN_MAX: usize = 253;
 
+/// Annotations of a PostgresCluster that ask for an operation; the webhook rejects any
+/// other `pgpilot.io/` key.
+pub const SWITCHOVER_ANNOTATION: &str = "pgpilot.io/switchover";
+pub const RESTART_ANNOTATION: &str = "pgpilot.io/restart";
+pub const OPERATION_ANNOTATIONS: [&str; 2] = [RESTART_ANNOTATION, SWITCHOVER_ANNOTATION];
+
 pub fn statefulset(cluster: &str) -> String {
     cluster.to_owned()
 }
@@ -46,6 +52,11 @@ pub fn patroni(cluster: &str) -> String {
 }
 pub fn patroni_api_secret(cluster: &str) -> String {
     format!("{cluster}-patroni-api")
+}
+/// The Endpoints in which Patroni's Kubernetes DCS keeps the synchronous standbys
+/// (annotation `sync_standby`), named after Patroni's `scope`, the cluster.
+pub fn patroni_sync(cluster: &str) -> String {
+    format!("{cluster}-sync")
 }
 pub fn pgbackrest(cluster: &str) -> String {
     format!("{cluster}-pgbackrest")

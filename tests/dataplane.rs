@@ -22,6 +22,8 @@ mod kube;
 mod kubelet;
 #[path = "dataplane/node.rs"]
 mod node;
+#[path = "dataplane/rollout.rs"]
+mod rollout;
 #[path = "dataplane/sql.rs"]
 mod sql;
 
@@ -89,6 +91,10 @@ fn data_plane() {
     show(&figures);
     h.steady_state(&mut figures);
     show(&figures);
+    h.rollout(&mut figures);
+    show(&figures);
+    h.operations(&mut figures);
+    show(&figures);
     h.scale_out(&mut figures);
     show(&figures);
     figures.push(format!(
@@ -138,7 +144,7 @@ struct Harness {
     cluster: DevCluster,
     kube: Kube,
     kubelet: Arc<Kubelet>,
-    _operator: Operator,
+    operator: Operator,
     root: PathBuf,
     next_ip: u8,
     superuser: String,
@@ -231,7 +237,7 @@ impl Harness {
             cluster,
             kube,
             kubelet,
-            _operator: operator,
+            operator,
             root,
             next_ip: 1,
             superuser,
@@ -298,8 +304,8 @@ impl Harness {
         ips
     }
 
-    /// Waits until `leader` leads, the others stream from it, labels, endpoints and the
-    /// cluster's status all say so.
+    /// Waits until `leader` leads, the others stream from it (one synchronously, named so by
+    /// Patroni), labels, endpoints and the cluster's status all say so.
     fn check_topology(&self, leader: &str, replicas: &[&str]) {
         let leader_ip = self.kubelet.ip(leader);
         let mut replica_ips: Vec<String> = replicas.iter().map(|r| self.kubelet.ip(r)).collect();
@@ -329,6 +335,16 @@ impl Harness {
             names, expected,
             "pg_stat_replication on {leader}: {streaming}"
         );
+        // PostgreSQL reports a standby `sync` up to a loop before Patroni names it in its
+        // sync key; only a named standby may be promoted, so a failover test waits for it.
+        wait_for("Patroni's sync key naming a streaming replica", 60, || {
+            let sync = self.kube.get("endpoints", "dp-sync")?;
+            let named = sync["metadata"]["annotations"]["sync_standby"].as_str()?;
+            named
+                .split(',')
+                .any(|n| replicas.contains(&n))
+                .then_some(())
+        });
         for r in replicas {
             let ip = self.kubelet.ip(r);
             assert_eq!(

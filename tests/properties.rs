@@ -210,6 +210,7 @@ fn any_spec() -> impl Strategy<Value = PostgresClusterSpec> {
                 }),
                 scheduling: None,
                 service: None,
+                paused: None,
             },
         )
 }

@@ -103,6 +103,12 @@ pub struct PostgresClusterSpec {
     /// The Service in front of the primary (`CLUSTER-primary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
+
+    /// While true, pgpilot changes nothing for this cluster: no child object applied, no
+    /// configuration sent to Patroni, no restart, rollout or switchover. Status is still
+    /// reported (condition `Paused`). For maintenance by hand. Defaults to false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 impl PostgresClusterSpec {
@@ -519,6 +525,32 @@ pub struct PostgresClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub members: Vec<ClusterMember>,
+    /// The switchover asked for last with the `pgpilot.io/switchover` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_switchover: Option<LastSwitchover>,
+}
+
+/// A switchover asked for with the `pgpilot.io/switchover` annotation, and how it went.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastSwitchover {
+    /// The annotation's value: `any` or a member, optionally followed by `@` and a word
+    /// that makes a repeated request new.
+    pub target: String,
+    /// The primary before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The primary after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// `Succeeded` or `Failed`.
+    pub outcome: String,
+    /// What happened, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One instance, as its Patroni reports it.

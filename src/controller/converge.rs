@@ -6,13 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Endpoints, Secret};
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::restarts::{self, Next};
-use super::{Context, publish};
+use super::{Context, Scope, publish};
 use crate::names;
 use crate::patroni::{self, Credentials, Endpoint, Member, RestartRequest, dynamic};
 use kube::api::DynamicObject;
@@ -36,13 +36,18 @@ pub fn converging(state: &Result<(), NotApplied>) -> bool {
 
 /// One pass: at most one PATCH and one restart, then the caller looks again.
 pub async fn converge(
-    ctx: &Context,
-    obj: &DynamicObject,
-    namespace: &str,
-    name: &str,
+    scope: &Scope<'_>,
     desired: &serde_json::Value,
     members: &[Member],
+    sync: Option<&[String]>,
+    restarts_allowed: bool,
 ) -> Result<(), NotApplied> {
+    let Scope {
+        ctx,
+        obj,
+        namespace,
+        name,
+    } = *scope;
     let key = format!("{namespace}/{name}");
     let Some((leader, at)) =
         patroni::member::leader(members).and_then(|l| l.ip.map(|ip| (l, endpoint(ip))))
@@ -92,17 +97,46 @@ pub async fn converge(
     if !members.iter().any(Member::pending_restart) {
         return Ok(());
     }
+    if !restarts_allowed {
+        return Err(not_applied(
+            PENDING_RESTART,
+            "a rollout replaces the pods; the replacements start with the new configuration",
+        ));
+    }
     let client = writer(ctx, namespace, name).await?;
-    restart_next(ctx, obj, &client, &key, members).await
+    restart_next(ctx, obj, &client, &key, members, sync).await
+}
+
+/// The members Patroni names synchronous standbys in its `C-sync` key (none when the key
+/// does not exist yet).
+pub(super) async fn sync_standbys(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<String>, kube::Error> {
+    let key = names::patroni_sync(name);
+    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), namespace);
+    let endpoints = api.get_opt(&key).await?;
+    Ok(patroni::member::sync_standbys(
+        endpoints
+            .as_ref()
+            .and_then(|e| e.metadata.annotations.as_ref())
+            .and_then(|a| a.get(patroni::member::SYNC_STANDBY_ANNOTATION))
+            .map(String::as_str),
+    ))
 }
 
 /// The Patroni client with the cluster's `C-patroni-api` credentials, for writes.
-async fn writer(ctx: &Context, namespace: &str, name: &str) -> Result<patroni::Client, NotApplied> {
+pub(super) async fn writer(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<patroni::Client, NotApplied> {
     let credentials = credentials(ctx, namespace, name).await?;
     Ok(ctx.patroni.with_credentials(Some(credentials)))
 }
 
-fn endpoint(ip: std::net::IpAddr) -> Endpoint {
+pub(super) fn endpoint(ip: std::net::IpAddr) -> Endpoint {
     Endpoint::new(ip, names::PATRONI_PORT as u16)
 }
 
@@ -173,6 +207,7 @@ async fn restart_next(
     client: &patroni::Client,
     key: &str,
     members: &[Member],
+    sync: Option<&[String]>,
 ) -> Result<(), NotApplied> {
     let mut live = Vec::new();
     for m in members {
@@ -188,7 +223,7 @@ async fn restart_next(
             .map_err(|e| not_applied(PENDING_RESTART, format!("{}: {e}", m.name)))?;
         live.push((m.name.clone(), state));
     }
-    match restarts::plan(&live) {
+    match restarts::plan(&live, sync) {
         Next::Done => Ok(()),
         Next::Wait(why) => Err(not_applied(PENDING_RESTART, why)),
         Next::Restart { member, why } => {

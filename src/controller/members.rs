@@ -10,7 +10,7 @@ use kube::{Client, ResourceExt};
 use super::Error;
 use crate::api::ClusterMember;
 use crate::names;
-use crate::patroni::member::{self, Member, MemberStatus, STATUS_ANNOTATION};
+use crate::patroni::member::{self, Member, MemberStatus, STATUS_ANNOTATION, SYNC_STANDBY_ROLE};
 use crate::render::component;
 
 /// The instance pods of a cluster, sorted by name.
@@ -61,16 +61,22 @@ pub fn from_pods(pods: &[Pod]) -> Vec<Member> {
 /// own failover limit, `maximumLagOnFailover`, defaults to 1 MiB).
 const LAG_UNIT: u64 = 1 << 20;
 
-/// `status.members`.
-pub fn views(members: &[Member]) -> Vec<ClusterMember> {
+/// `status.members`; `sync` holds the synchronous standbys Patroni names.
+pub fn views(members: &[Member], sync: Option<&[String]>) -> Vec<ClusterMember> {
     let leader = member::leader(members);
+    let named = |m: &Member| sync.is_some_and(|s| s.contains(&m.name));
     members
         .iter()
         .map(|m| {
             let s = m.status.as_ref();
             ClusterMember {
                 name: m.name.clone(),
-                role: s.map(|s| s.role.clone()).filter(|r| !r.is_empty()),
+                role: s
+                    .map(|s| match s.role.as_str() {
+                        "replica" if named(m) => SYNC_STANDBY_ROLE.to_owned(),
+                        r => r.to_owned(),
+                    })
+                    .filter(|r| !r.is_empty()),
                 state: s.map(|s| s.state.clone()).filter(|r| !r.is_empty()),
                 timeline: s.and_then(|s| s.timeline),
                 lag_bytes: leader
@@ -106,10 +112,12 @@ mod tests {
         let primary = member("pg-0", "primary", 50 << 20);
         let close = member("pg-1", "replica", (50 << 20) - 4096);
         let far = member("pg-2", "replica", (47 << 20) - 1);
-        let v = views(&[primary, close, far]);
+        let v = views(&[primary, close, far], Some(&["pg-2".to_owned()]));
         let lags: Vec<Option<i64>> = v.iter().map(|m| m.lag_bytes).collect();
         assert_eq!(lags, [None, Some(0), Some(3 << 20)]);
         assert!(v[1].pending_restart && !v[0].pending_restart);
         assert_eq!(v[0].role.as_deref(), Some("primary"));
+        assert_eq!(v[1].role.as_deref(), Some("replica"));
+        assert_eq!(v[2].role.as_deref(), Some(SYNC_STANDBY_ROLE));
     }
 }

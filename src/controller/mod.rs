@@ -8,6 +8,7 @@ mod converge;
 pub mod leader;
 mod members;
 mod restarts;
+mod rollout;
 mod secrets;
 mod status;
 mod volumes;
@@ -32,7 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{PostgresCluster, PostgresClusterStatus};
+use crate::api::{PostgresCluster, PostgresClusterStatus, SynchronousMode};
 use crate::config::Config;
 use crate::names;
 use crate::render::{self, Rendered};
@@ -99,6 +100,8 @@ pub struct Context {
     pub patroni: crate::patroni::Client,
     /// When each cluster's Patroni configuration was last patched.
     patched: Mutex<HashMap<String, Instant>>,
+    /// Per cluster, the pod a rollout evicted last and when, until it is back.
+    replacing: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Context {
@@ -115,6 +118,7 @@ impl Context {
             failures: Mutex::default(),
             patroni: crate::patroni::Client::new(),
             patched: Mutex::default(),
+            replacing: Mutex::default(),
         })
     }
 
@@ -123,10 +127,31 @@ impl Context {
         p.insert(cluster.to_owned(), Instant::now());
     }
 
+    fn replacing(&self, cluster: &str, pod: &str) {
+        let mut r = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
+        r.insert(cluster.to_owned(), (pod.to_owned(), Instant::now()));
+    }
+
+    /// The pod evicted last for `cluster`, forgotten once asked for.
+    fn replaced(&self, cluster: &str) -> Option<(String, Instant)> {
+        let mut r = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
+        r.remove(cluster)
+    }
+
     fn patched_within(&self, cluster: &str, window: Duration) -> bool {
         let p = self.patched.lock().unwrap_or_else(|p| p.into_inner());
         p.get(cluster).is_some_and(|t| t.elapsed() < window)
     }
+}
+
+/// The cluster one reconcile works on, as each day-2 step needs it: the context to act
+/// with and the object to report Events on.
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub ctx: &'a Context,
+    pub obj: &'a DynamicObject,
+    pub namespace: &'a str,
+    pub name: &'a str,
 }
 
 /// How soon to look again while a change is being applied (Patroni settles within a loop).
@@ -300,8 +325,17 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
 
+    let paused = cluster.spec.paused == Some(true);
+    observation.paused = paused;
     let rendered = render::render(&cluster);
     let result = match &rendered {
+        Ok(_) if paused => {
+            observation.reconciled = Err((
+                status::PAUSED.into(),
+                "spec.paused: no child object is applied".into(),
+            ));
+            Ok(())
+        }
         Ok(rendered) => materialize(&ctx, &obj, &cluster, rendered).await,
         Err(e) => {
             observation.reconciled = Err(("RenderFailed".into(), e.to_string()));
@@ -337,16 +371,63 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     let pods = members::pods(&ctx.client, &namespace, &name).await?;
     observation.primary = members::labelled_primary(&pods);
     let members = members::from_pods(&pods);
-    observation.members = members::views(&members);
+    let scope = Scope {
+        ctx: &ctx,
+        obj: &obj,
+        namespace: &namespace,
+        name: &name,
+    };
+    // In a synchronous mode, the standbys Patroni may promote (an unreadable key names
+    // none: every step that needs one waits).
+    let sync = match cluster
+        .spec
+        .patroni
+        .as_ref()
+        .and_then(|p| p.synchronous_mode)
+    {
+        Some(SynchronousMode::Sync | SynchronousMode::Strict) => Some(
+            converge::sync_standbys(&ctx, &namespace, &name)
+                .await
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    };
+    observation.members = members::views(&members, sync.as_deref());
+    if let (Ok(()), Ok(_), false) = (&result, &rendered, paused) {
+        observation.rolling =
+            rollout::step(&scope, sts.as_ref(), &pods, &members, sync.as_deref()).await;
+    }
+    // A switchover asked for by annotation, once no rollout runs.
+    if let (Ok(()), Ok(_), false, Ok(())) = (&result, &rendered, paused, &observation.rolling)
+        && let Some(value) = rollout::requested_switchover(&cluster)
+    {
+        match rollout::requested(&scope, &pods, &members, sync.as_deref(), &value).await {
+            Ok(done) => {
+                // Recorded at once: a request is carried out once, even if the status
+                // written below fails.
+                let patch = serde_json::json!({ "status": { "lastSwitchover": done } });
+                status_api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(Error::Status)?;
+                observation.switchover = Some(done);
+            }
+            Err(waiting) => observation.rolling = Err(waiting),
+        }
+    }
     observation.config = match (&result, &rendered) {
+        _ if paused => Err((
+            status::PAUSED.into(),
+            "spec.paused: nothing is sent to Patroni".into(),
+        )),
         (Ok(()), Ok(r)) => {
             converge::converge(
-                &ctx,
-                &obj,
-                &namespace,
-                &name,
+                &scope,
                 &r.patroni_dynamic_config,
                 &members,
+                sync.as_deref(),
+                // Replaced pods start with the new configuration: no restarts meanwhile.
+                observation.rolling.is_ok(),
             )
             .await
         }
@@ -362,7 +443,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&key(&obj));
-    if converge::converging(&observation.config) {
+    if converge::converging(&observation.config) || observation.rolling.is_err() {
         return Ok(Action::requeue(CONVERGING_REQUEUE));
     }
     // Pods change readiness without touching any owned object: look again now and then.

@@ -10,7 +10,13 @@
 //!   after the primary runs the new value (a standby restarted earlier keeps the primary's
 //!   higher value, which Patroni reads from `pg_controldata`, and needs a second restart).
 //!
-//! `plan` decides from the members' live states (`GET /patroni`); it is pure.
+//! In a synchronous mode, nothing restarts while Patroni names no synchronous standby in its
+//! `C-sync` key: a standby back from its restart streams (and even shows `sync` in
+//! `pg_stat_replication`) up to a loop before Patroni names it, and a primary lost in that
+//! window would have no member Patroni may promote.
+//!
+//! `plan` decides from the members' live states (`GET /patroni`) and the named synchronous
+//! standbys; it is pure.
 
 use crate::patroni::MemberState;
 use crate::validate::pg_settings::HOT_STANDBY_MINIMUMS;
@@ -25,8 +31,9 @@ pub enum Next {
     Restart { member: String, why: String },
 }
 
-/// The next step for members `(name, live state)`.
-pub fn plan(members: &[(String, MemberState)]) -> Next {
+/// The next step for members `(name, live state)`; `sync` holds the standbys Patroni names
+/// synchronous, `None` in the asynchronous mode.
+pub fn plan(members: &[(String, MemberState)], sync: Option<&[String]>) -> Next {
     let pending: Vec<&(String, MemberState)> =
         members.iter().filter(|(_, s)| s.pending_restart).collect();
     if pending.is_empty() {
@@ -39,6 +46,15 @@ pub fn plan(members: &[(String, MemberState)]) -> Next {
         if !s.is_primary() && !s.is_streaming() {
             return Next::Wait(format!("{name} is not streaming yet"));
         }
+    }
+    let has_replicas = members.iter().any(|(_, s)| !s.is_primary());
+    if let Some(named) = sync
+        && has_replicas
+        && !members
+            .iter()
+            .any(|(name, s)| !s.is_primary() && named.contains(name))
+    {
+        return Next::Wait("Patroni names no synchronous standby yet".into());
     }
     let primary = pending.iter().find(|(_, s)| s.is_primary());
     if let Some((name, s)) = primary
@@ -138,7 +154,7 @@ mod tests {
     #[test]
     fn nothing_pending_is_done() {
         let m = [member("a", "primary", None), member("b", "replica", None)];
-        assert_eq!(plan(&m), Next::Done);
+        assert_eq!(plan(&m, None), Next::Done);
     }
 
     #[test]
@@ -149,22 +165,44 @@ mod tests {
             member("b", "replica", up),
             member("c", "replica", up),
         ];
-        assert_eq!(restarts(plan(&m)), "b");
+        assert_eq!(restarts(plan(&m, None)), "b");
         m[1] = member("b", "replica", None);
-        assert_eq!(restarts(plan(&m)), "c");
+        assert_eq!(restarts(plan(&m, None)), "c");
         m[2] = member("c", "replica", None);
-        assert_eq!(restarts(plan(&m)), "a");
+        assert_eq!(restarts(plan(&m, None)), "a");
     }
 
     #[test]
     fn a_decrease_of_a_sensitive_setting_restarts_the_primary_first() {
         let down = Some(("max_connections", "200", "50"));
         let m = [member("b", "replica", down), member("a", "primary", down)];
-        assert_eq!(restarts(plan(&m)), "a");
+        assert_eq!(restarts(plan(&m, None)), "a");
         // Other settings keep the usual order, whatever the direction.
         let other = Some(("shared_buffers", "256MB", "128MB"));
         let m = [member("a", "primary", other), member("b", "replica", other)];
-        assert_eq!(restarts(plan(&m)), "b");
+        assert_eq!(restarts(plan(&m, None)), "b");
+    }
+
+    #[test]
+    fn sync_modes_wait_for_a_named_synchronous_standby() {
+        let up = Some(("max_connections", "100", "200"));
+        let m = [
+            member("a", "primary", up),
+            member("b", "replica", None),
+            member("c", "replica", up),
+        ];
+        let none: Vec<String> = vec![];
+        assert_eq!(
+            plan(&m, Some(&none)),
+            Next::Wait("Patroni names no synchronous standby yet".into())
+        );
+        // Naming the primary (or a member that left) does not count.
+        let stale = vec!["a".to_owned(), "z".to_owned()];
+        assert!(matches!(plan(&m, Some(&stale)), Next::Wait(_)));
+        assert_eq!(restarts(plan(&m, Some(&["b".to_owned()]))), "c");
+        // A lone primary has no standby to name.
+        let alone = [member("a", "primary", up)];
+        assert_eq!(restarts(plan(&alone, Some(&none))), "a");
     }
 
     #[test]
@@ -177,10 +215,10 @@ mod tests {
             starting,
             member("c", "replica", up),
         ];
-        assert_eq!(plan(&m), Next::Wait("b is starting".into()));
+        assert_eq!(plan(&m, None), Next::Wait("b is starting".into()));
         let mut behind = member("b", "replica", None);
         behind.1.replication_state = Some("in archive recovery".into());
         let m = [member("a", "primary", up), behind];
-        assert_eq!(plan(&m), Next::Wait("b is not streaming yet".into()));
+        assert_eq!(plan(&m, None), Next::Wait("b is not streaming yet".into()));
     }
 }

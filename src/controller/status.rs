@@ -5,12 +5,14 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{ClusterMember, InstancesStatus, Phase, PostgresClusterStatus};
+use crate::api::{ClusterMember, InstancesStatus, LastSwitchover, Phase, PostgresClusterStatus};
 
 pub const RESOLVED: &str = "Resolved";
 pub const RECONCILED: &str = "Reconciled";
 pub const CONFIG_APPLIED: &str = "ConfigApplied";
 pub const READY: &str = "Ready";
+pub const ROLLING: &str = "Rolling";
+pub const PAUSED: &str = "Paused";
 
 /// What the controller observed, from which the status follows.
 #[derive(Debug, Clone)]
@@ -29,6 +31,12 @@ pub struct Observation {
     /// member waits for a restart.
     pub config: Result<(), (String, String)>,
     pub members: Vec<ClusterMember>,
+    /// `Err((reason, message))` while a rollout replaces pods or switches over.
+    pub rolling: Result<(), (String, String)>,
+    /// `spec.paused`: the controller changed nothing.
+    pub paused: bool,
+    /// A switchover asked for by annotation that ended in this pass.
+    pub switchover: Option<LastSwitchover>,
 }
 
 impl Default for Observation {
@@ -43,6 +51,9 @@ impl Default for Observation {
             started: false,
             config: Ok(()),
             members: Vec::new(),
+            rolling: Ok(()),
+            paused: false,
+            switchover: None,
         }
     }
 }
@@ -56,10 +67,22 @@ fn condition(
     old: &[Condition],
     now: &Time,
 ) -> Condition {
-    let (status, reason, message) = match ok {
+    let value = match ok {
         Ok(()) => ("True", ok_reason.to_owned(), ok_message.to_owned()),
         Err((r, m)) => ("False", r, m),
     };
+    with_status(type_, value, generation, old, now)
+}
+
+/// A condition from `(status, reason, message)`; the transition time moves only when the
+/// status does.
+fn with_status(
+    type_: &str,
+    (status, reason, message): (&str, String, String),
+    generation: Option<i64>,
+    old: &[Condition],
+    now: &Time,
+) -> Condition {
     let previous = old.iter().find(|c| c.type_ == type_);
     let last = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
@@ -83,7 +106,8 @@ pub fn status(
 ) -> PostgresClusterStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let instances_ready = o.desired > 0 && o.ready >= o.desired && o.primary.is_some();
-    let all_ready = instances_ready && o.config.is_ok();
+    // Paused, the controller checks nothing beyond the instances themselves.
+    let all_ready = instances_ready && (o.config.is_ok() || o.paused);
     let ready = if all_ready {
         Ok(())
     } else if let (true, Err((reason, message))) = (instances_ready, &o.config) {
@@ -109,8 +133,10 @@ pub fn status(
         old.and_then(|s| s.phase),
         Some(Phase::Running | Phase::Degraded)
     );
-    let phase = if o.resolved.is_err() || o.reconciled.is_err() {
+    let phase = if o.resolved.is_err() || (o.reconciled.is_err() && !o.paused) {
         Phase::Failed
+    } else if o.rolling.is_err() {
+        Phase::Updating
     } else if all_ready {
         Phase::Running
     } else if instances_ready {
@@ -121,6 +147,15 @@ pub fn status(
         Phase::Creating
     } else {
         Phase::Pending
+    };
+    // True while a rollout runs: its reason and message say what it does now.
+    let rolling = match &o.rolling {
+        Ok(()) => (
+            "False",
+            "UpToDate".to_owned(),
+            "every pod runs the current template".to_owned(),
+        ),
+        Err((reason, message)) => ("True", reason.clone(), message.clone()),
     };
     let conditions = vec![
         condition(
@@ -159,6 +194,26 @@ pub fn status(
             old_conditions,
             &now,
         ),
+        with_status(ROLLING, rolling, o.generation, old_conditions, &now),
+        with_status(
+            PAUSED,
+            if o.paused {
+                (
+                    "True",
+                    "Paused".into(),
+                    "spec.paused: pgpilot changes nothing for this cluster".into(),
+                )
+            } else {
+                (
+                    "False",
+                    "Managed".into(),
+                    "pgpilot keeps the cluster equal to its spec".into(),
+                )
+            },
+            o.generation,
+            old_conditions,
+            &now,
+        ),
     ];
     PostgresClusterStatus {
         observed_generation: o.generation,
@@ -170,6 +225,10 @@ pub fn status(
         primary: o.primary.clone(),
         conditions,
         members: o.members.clone(),
+        last_switchover: o
+            .switchover
+            .clone()
+            .or_else(|| old.and_then(|s| s.last_switchover.clone())),
     }
 }
 

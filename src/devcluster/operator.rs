@@ -93,6 +93,13 @@ impl Operator {
         }
     }
 
+    /// Kills the operator with SIGKILL: no graceful shutdown, its Lease is left to expire.
+    pub fn kill(&self) {
+        if let Some(p) = process::lock(&self.process).take() {
+            p.kill();
+        }
+    }
+
     /// An error when the operator has exited.
     pub fn check_alive(&self) -> Result<()> {
         match process::lock(&self.process).as_ref() {

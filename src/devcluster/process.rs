@@ -106,6 +106,15 @@ impl Supervised {
     }
 }
 
+impl Supervised {
+    /// SIGKILL to the whole group, as when a node loses the process: no handler runs.
+    pub fn kill(&self) -> Option<ExitStatus> {
+        let mut child = lock(&self.child).take()?;
+        signal(-(self.pid as libc::pid_t), libc::SIGKILL);
+        child.wait().ok()
+    }
+}
+
 impl Drop for Supervised {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));

@@ -105,6 +105,25 @@ pub fn leader(members: &[Member]) -> Option<&Member> {
     }
 }
 
+/// The annotation of the `C-sync` Endpoints in which Patroni names the synchronous
+/// standbys, the members it would promote in a synchronous mode.
+pub const SYNC_STANDBY_ANNOTATION: &str = "sync_standby";
+
+/// The role `status.members` gives a replica Patroni names synchronous (as Patroni's own
+/// `GET /cluster` does).
+pub const SYNC_STANDBY_ROLE: &str = "sync_standby";
+
+/// The names in a `sync_standby` annotation (Patroni writes them sorted, comma-separated).
+pub fn sync_standbys(annotation: Option<&str>) -> Vec<String> {
+    annotation
+        .into_iter()
+        .flat_map(|a| a.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Bytes of WAL a member is behind the leader, when both published a position.
 pub fn lag_bytes(member: &Member, leader: &Member) -> Option<u64> {
     let at = member.status.as_ref()?.xlog_location?;
@@ -143,6 +162,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.pending_restart_reason["max_connections"].new_value, "50");
+    }
+
+    #[test]
+    fn sync_standbys_are_a_comma_separated_list() {
+        assert_eq!(sync_standbys(Some("pg-1,pg-2")), ["pg-1", "pg-2"]);
+        assert_eq!(sync_standbys(Some("pg-1")), ["pg-1"]);
+        assert!(sync_standbys(Some("")).is_empty());
+        assert!(sync_standbys(None).is_empty());
     }
 
     fn member(name: &str, role: &str, state: &str, lsn: u64) -> Member {

@@ -145,6 +145,9 @@ pub struct Cluster<'a> {
     pub namespace: &'a str,
     pub owner: Option<OwnerReference>,
     pub spec: &'a PostgresClusterSpec,
+    /// The `pgpilot.io/restart` annotation: copied into the instance pod template, so that
+    /// a new value rolls every instance like any other template change.
+    pub restart: Option<&'a str>,
 }
 
 impl Cluster<'_> {
@@ -225,6 +228,12 @@ pub fn render(cluster: &PostgresCluster) -> Result<Rendered, RenderError> {
         namespace,
         owner: cluster.controller_owner_ref(&()),
         spec: &cluster.spec,
+        restart: cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::names::RESTART_ANNOTATION))
+            .map(String::as_str),
     };
     let mut out = Rendered::default();
     rbac::render(&c, &mut out)?;

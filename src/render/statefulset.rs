@@ -155,6 +155,14 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         claim["spec"]["storageClassName"] = json!(class);
     }
 
+    let mut template_annotations = serde_json::Map::new();
+    template_annotations.insert(
+        super::CONFIG_HASH_ANNOTATION.into(),
+        json!(out.patroni_local_config_hash),
+    );
+    if let Some(restart) = c.restart {
+        template_annotations.insert(names::RESTART_ANNOTATION.into(), json!(restart));
+    }
     out.stateful_sets.push(build(
         "StatefulSet",
         json!({
@@ -164,12 +172,16 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
                 "serviceName": names::pods_service(c.name),
                 // Patroni orders the members itself; starting them together is faster.
                 "podManagementPolicy": "Parallel",
+                // pgpilot replaces outdated pods itself, replicas first and the primary
+                // after a switchover (controller/rollout.rs); Kubernetes' own order
+                // ignores which pod leads.
+                "updateStrategy": { "type": "OnDelete" },
                 "selector": { "matchLabels": c.selector(component::DATABASE) },
                 "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Retain", "whenScaled": "Retain" },
                 "template": {
                     "metadata": {
                         "labels": c.labels(component::DATABASE),
-                        "annotations": { super::CONFIG_HASH_ANNOTATION: out.patroni_local_config_hash }
+                        "annotations": template_annotations
                     },
                     "spec": pod_spec
                 },

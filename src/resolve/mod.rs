@@ -193,6 +193,7 @@ pub fn resolve(
     svc.annotations.get_or_insert_default();
     svc.load_balancer_source_ranges.get_or_insert_default();
 
+    out.paused.get_or_insert(false);
     out
 }
 

@@ -6,6 +6,7 @@
 mod backup;
 mod cron;
 mod field;
+mod operations;
 pub mod pg_settings;
 mod postgres;
 mod restart;
@@ -43,6 +44,7 @@ impl Outcome {
 pub fn validate(new: &PostgresCluster, old: Option<&PostgresCluster>) -> Outcome {
     let mut e = Errors::default();
     metadata(new, &mut e);
+    operations::check(new, old, &mut e);
     spec(&new.spec, &mut e);
     if let Some(old) = old {
         update::transition(&new.spec, &old.spec, &mut e);

@@ -116,7 +116,7 @@ impl Harness {
 
     /// `kubectl patch pgc dp --type merge`, as a user types it; returns what kubectl
     /// printed on standard error (the webhook's warnings).
-    fn edit(&self, patch: Value) -> String {
+    pub fn edit(&self, patch: Value) -> String {
         let out = self
             .kube
             .try_run_full(&[
@@ -390,12 +390,19 @@ impl Harness {
             }
             v
         };
-        let events = || {
+        // Repeats of an Event raise its count instead of making a new one.
+        let events = || -> u64 {
             self.kube
                 .list("events", "")
                 .iter()
                 .filter(|e| e["involvedObject"]["kind"] == "PostgresCluster")
-                .count()
+                .map(|e| {
+                    e["count"]
+                        .as_u64()
+                        .or(e["series"]["count"].as_u64())
+                        .unwrap_or(1)
+                })
+                .sum()
         };
         // Quiet first: no WAL in flight, so no member's published position moves.
         self.su("dp-primary.dataplane.svc").query("CHECKPOINT");

@@ -88,6 +88,8 @@ pub struct Adapted {
 /// 5. There is no scheduler: the kubelet registers a Node, keeps it Ready and binds each
 ///    pod to it itself (the EndpointSlice controller skips pods on no Node).
 /// 6. Probes run every second instead of every `periodSeconds`, so that the test is fast.
+/// 7. A pod recreated under the name of one deleted here (a StatefulSet's) gets the
+///    address of the one it replaces, where a real network plugin may hand out another.
 pub fn local_differences(
     program: &str,
     pod_ip: &str,
@@ -163,6 +165,11 @@ pub struct Kubelet {
     pgbouncer: (u32, u32),
     hosts_file: PathBuf,
     pods: Mutex<BTreeMap<String, RunningPod>>,
+    /// Pods deleted from the API after they ran here, with their address: started again
+    /// when their controller recreates them under the same name.
+    replaced: Mutex<BTreeMap<String, String>>,
+    /// Pods whose containers are being stopped, with their address.
+    stopping: Mutex<BTreeMap<String, String>>,
     stop: AtomicBool,
 }
 
@@ -181,6 +188,8 @@ impl Kubelet {
             pgbouncer: pgbouncer_version(),
             hosts_file: hosts_file.to_owned(),
             pods: Mutex::new(BTreeMap::new()),
+            replaced: Mutex::new(BTreeMap::new()),
+            stopping: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
         });
         k.kube.apply(&format!(
@@ -191,6 +200,7 @@ impl Kubelet {
         std::thread::spawn(move || {
             let mut tick = 0u64;
             while !prober.stop.load(Ordering::SeqCst) {
+                prober.sync_pods();
                 prober.probe_all();
                 prober.refresh_dns();
                 tick += 1;
@@ -231,8 +241,18 @@ impl Kubelet {
         }
     }
 
+    /// The pod's address; a pod being replaced keeps it (see `local_differences`, 7).
     pub fn ip(&self, pod: &str) -> String {
-        self.pods.lock().unwrap()[pod].ip.clone()
+        if let Some(p) = self.pods.lock().unwrap().get(pod) {
+            return p.ip.clone();
+        }
+        self.replaced
+            .lock()
+            .unwrap()
+            .get(pod)
+            .cloned()
+            .or_else(|| self.stopping.lock().unwrap().get(pod).cloned())
+            .unwrap_or_else(|| panic!("pod {pod} never ran here"))
     }
 
     fn log_path(&self, pod: &str, container: &str) -> PathBuf {
@@ -713,6 +733,93 @@ impl Kubelet {
         std::fs::write(file, text).expect("writing a projected file");
         chown(file, Some(0), Some(self.user.gid)).expect("chown");
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// What a kubelet does with pods deleted from the API: it stops their containers
+    /// (SIGTERM, SIGKILL after the pod's grace period) and then removes the object. A pod
+    /// its controller then recreates under the same name (a StatefulSet's) is started again
+    /// on the same address.
+    fn sync_pods(self: &Arc<Self>) {
+        let listed = self.kube.list("pods", "");
+        let object = |name: &str| listed.iter().find(|p| p["metadata"]["name"] == name);
+        let gone: Vec<(String, RunningPod)> = {
+            let mut pods = self.pods.lock().unwrap();
+            let names: Vec<String> = pods
+                .iter()
+                .filter(|(name, p)| match object(name) {
+                    None => true,
+                    Some(o) => {
+                        o["metadata"]["uid"] != p.pod["metadata"]["uid"]
+                            || !o["metadata"]["deletionTimestamp"].is_null()
+                    }
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            let mut stopping = self.stopping.lock().unwrap();
+            names
+                .into_iter()
+                .filter_map(|n| pods.remove(&n).map(|p| (n, p)))
+                .inspect(|(n, p)| {
+                    stopping.insert(n.clone(), p.ip.clone());
+                })
+                .collect()
+        };
+        for (name, p) in gone {
+            let grace = p.pod["spec"]["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(30);
+            let uid = p.pod["metadata"]["uid"].clone();
+            let kubelet = self.clone();
+            std::thread::spawn(move || {
+                let stopping: Vec<_> = p
+                    .containers
+                    .values()
+                    .cloned()
+                    .map(|c| std::thread::spawn(move || c.stop(Duration::from_secs(grace))))
+                    .collect();
+                for s in stopping {
+                    let _ = s.join();
+                }
+                if kubelet
+                    .kube
+                    .get("pod", &name)
+                    .is_some_and(|o| o["metadata"]["uid"] == uid)
+                {
+                    let _ = kubelet.kube.try_run(
+                        &[
+                            "delete",
+                            "pod",
+                            &name,
+                            "--grace-period=0",
+                            "--force",
+                            "--wait=false",
+                        ],
+                        None,
+                    );
+                }
+                kubelet.replaced.lock().unwrap().insert(name.clone(), p.ip);
+                kubelet.stopping.lock().unwrap().remove(&name);
+            });
+        }
+        let again: Vec<(String, String)> = {
+            let replaced = self.replaced.lock().unwrap();
+            listed
+                .iter()
+                .filter(|o| {
+                    o["metadata"]["deletionTimestamp"].is_null()
+                        && o["status"]["podIP"].is_null()
+                        && o["spec"]["nodeName"].as_str().is_none_or(|n| n == NODE)
+                })
+                .filter_map(|o| {
+                    let name = o["metadata"]["name"].as_str()?;
+                    replaced.get(name).map(|ip| (name.to_owned(), ip.clone()))
+                })
+                .collect()
+        };
+        for (name, ip) in again {
+            self.start_pod(&name, &ip);
+            self.replaced.lock().unwrap().remove(&name);
+        }
     }
 
     /// Readiness: every container runs and passes its readiness probe; written to the

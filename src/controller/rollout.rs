@@ -1,0 +1,646 @@
+//! Rolling updates, in the order a careful DBA would follow. The instance StatefulSet uses
+//! `updateStrategy: OnDelete`, so Kubernetes replaces no pod by itself: when the rendered
+//! pod template changes, the StatefulSet controller records a new revision, and pgpilot
+//! replaces the pods that run an older one, one at a time:
+//!
+//! 1. an outdated replica that is not ready first (it serves nothing);
+//! 2. then the outdated replicas, the most lagging first, each replacement ready and
+//!    streaming (and, in a synchronous mode, a synchronous standby named) before the next;
+//! 3. then a switchover to an up-to-date streaming replica: the named synchronous standby
+//!    in a synchronous mode, else the one with the least lag;
+//! 4. and only then the old primary, now a replica. A one-instance cluster's pod is
+//!    replaced as it is: Patroni checkpoints before it stops PostgreSQL.
+//!
+//! A pod is outdated only when its `controller-revision-hash` differs from the StatefulSet's
+//! update revision: the revision changes only when the rendered template does, so a resync,
+//! an operator restart or an operator upgrade that renders the same template replaces
+//! nothing. `plan` keeps no state: an operator that takes over in the middle of a rollout
+//! reads the same pods and revisions and carries on, with no second switchover (after the
+//! first, the primary runs the new revision).
+
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, EvictParams, Preconditions};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::converge::{self, NotApplied};
+use super::{Context, Scope, publish};
+use crate::api::{LastSwitchover, PostgresCluster};
+use crate::names;
+use crate::patroni::member::{self as pmember, Member};
+use crate::patroni::{MemberState, SwitchoverRequest};
+
+/// The label the StatefulSet controller puts on each pod: the revision it was made from.
+const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Condition reasons while a rollout runs.
+pub const REPLACING: &str = "Replacing";
+pub const SWITCHING_OVER: &str = "SwitchingOver";
+pub const WAITING: &str = "Waiting";
+
+/// One step of the rollout of cluster `name`: `Ok(())` when every pod runs the current
+/// template, else what is under way, as `(reason, message)` for the `Rolling` condition.
+pub async fn step(
+    scope: &Scope<'_>,
+    sts: Option<&StatefulSet>,
+    pods: &[Pod],
+    members: &[Member],
+    sync: Option<&[String]>,
+) -> Result<(), NotApplied> {
+    let Scope {
+        ctx,
+        obj,
+        namespace,
+        name,
+    } = *scope;
+    let key = format!("{namespace}/{name}");
+    let Some(sts) = sts else { return Ok(()) };
+    let status = sts.status.as_ref();
+    if status.and_then(|s| s.observed_generation) < sts.metadata.generation {
+        return Err((
+            WAITING.into(),
+            "the StatefulSet controller has not seen the new template yet".into(),
+        ));
+    }
+    let Some(revision) = status.and_then(|s| s.update_revision.as_deref()) else {
+        return Ok(());
+    };
+    let current = |p: &Pod| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(revision);
+    if pods.iter().all(current) {
+        report_back(ctx, obj, &key).await;
+        return Ok(());
+    }
+    let instances = observe(ctx, pods, members, current).await;
+    let expected = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .and_then(|r| usize::try_from(r).ok())
+        .unwrap_or(pods.len());
+    let next = plan(&instances, expected, sync);
+    // A replaced pod is back once the plan moves past it.
+    if !matches!(&next, Step::Wait(_)) {
+        report_back(ctx, obj, &key).await;
+    }
+    match next {
+        Step::Done => Ok(()),
+        Step::Wait(why) => Err((WAITING.into(), why)),
+        Step::Replace { pod, why } => {
+            let uid = pods
+                .iter()
+                .find(|p| p.name_any() == pod)
+                .and_then(|p| p.uid());
+            evict(ctx, namespace, &pod, uid).await?;
+            info!(cluster = %key, %pod, "replacing ({why}) to run revision {revision}");
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Replacing",
+                format!("deleted {pod} ({why}) to run the current template"),
+            )
+            .await;
+            ctx.replacing(&key, &pod);
+            Err((REPLACING.into(), format!("replacing {pod}: {why}")))
+        }
+        Step::Switchover { from, to } => {
+            let outcome = switchover(scope, members, &from, &to, "rollout").await;
+            match outcome {
+                Ok(took) => Err((
+                    SWITCHING_OVER.into(),
+                    format!(
+                        "switched over from {from} to {to} in {took:.1} s; {from} is replaced next"
+                    ),
+                )),
+                Err(e) => Err((SWITCHING_OVER.into(), e)),
+            }
+        }
+    }
+}
+
+/// Each pod with its member's live state (`GET /patroni`: a pod's annotation may be a loop
+/// behind).
+async fn observe(
+    ctx: &Context,
+    pods: &[Pod],
+    members: &[Member],
+    current: impl Fn(&Pod) -> bool,
+) -> Vec<Instance> {
+    let leader = pmember::leader(members);
+    let mut instances = Vec::new();
+    for p in pods {
+        let pod_name = p.name_any();
+        let member = members.iter().find(|m| m.name == pod_name);
+        let state = match member.and_then(|m| m.ip) {
+            Some(ip) => ctx.patroni.member(&converge::endpoint(ip)).await.ok(),
+            None => None,
+        };
+        instances.push(Instance {
+            current: current(p),
+            ready: is_ready(p),
+            terminating: p.meta().deletion_timestamp.is_some(),
+            state,
+            lag: match (member, leader) {
+                (Some(m), Some(l)) if l.name != m.name => pmember::lag_bytes(m, l),
+                _ => None,
+            },
+            name: pod_name,
+        });
+    }
+    instances
+}
+
+/// The switchover asked for with `pgpilot.io/switchover`, when its value is new: the value
+/// the status does not record as done.
+pub fn requested_switchover(cluster: &PostgresCluster) -> Option<String> {
+    let value = cluster
+        .annotations()
+        .get(names::SWITCHOVER_ANNOTATION)?
+        .trim()
+        .to_owned();
+    let done = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.last_switchover.as_ref())
+        .is_some_and(|l| l.target == value);
+    (!value.is_empty() && !done).then_some(value)
+}
+
+/// The member a switchover asked for goes to: `target` is `any` (the named synchronous
+/// standby in a synchronous mode, else the streaming replica with the least lag) or a
+/// member's name. `Err(Ok(why))` to wait, `Err(Err(why))` when the request cannot be met.
+pub fn choose(
+    pods: &[Instance],
+    sync: Option<&[String]>,
+    target: &str,
+) -> Result<(String, String), Result<String, String>> {
+    let primaries: Vec<&Instance> = pods
+        .iter()
+        .filter(|p| p.is_primary() && p.state.as_ref().is_some_and(MemberState::is_running))
+        .collect();
+    let [primary] = primaries[..] else {
+        return Err(Ok(format!(
+            "{} running primaries; waiting for Patroni to settle on one",
+            primaries.len()
+        )));
+    };
+    let named = |p: &Instance| sync.is_none_or(|names| names.contains(&p.name));
+    let pick = if target == ANY {
+        pods.iter()
+            .filter(|p| p.is_streaming_replica() && named(p))
+            .min_by_key(|p| (p.lag.unwrap_or(u64::MAX), p.name.clone()))
+    } else if target == primary.name {
+        return Err(Err(format!("{target} is the primary already")));
+    } else {
+        let Some(p) = pods.iter().find(|p| p.name == target) else {
+            return Err(Err(format!("{target} is not a member of this cluster")));
+        };
+        if !p.is_streaming_replica() {
+            return Err(Ok(format!("{target} is not a streaming replica yet")));
+        }
+        if !named(p) {
+            return Err(Err(format!(
+                "{target} is not the synchronous standby ({}); in a synchronous mode Patroni hands over only to it",
+                sync.unwrap_or_default().join(", ")
+            )));
+        }
+        Some(p)
+    };
+    match pick {
+        Some(p) => Ok((primary.name.clone(), p.name.clone())),
+        None => Err(Ok(match sync {
+            Some(_) => "no streaming synchronous standby to switch over to yet".into(),
+            None => "no streaming replica to switch over to yet".into(),
+        })),
+    }
+}
+
+/// Carries out a requested switchover. `Err` with the `Rolling` condition while it must
+/// wait; `Ok` with what the status records once it is done or refused.
+pub async fn requested(
+    scope: &Scope<'_>,
+    pods: &[Pod],
+    members: &[Member],
+    sync: Option<&[String]>,
+    value: &str,
+) -> Result<LastSwitchover, NotApplied> {
+    let Scope { ctx, obj, .. } = *scope;
+    let target = value.split('@').next().unwrap_or_default().trim();
+    let instances = observe(ctx, pods, members, |_| true).await;
+    let record =
+        |from: Option<String>, to: Option<String>, outcome: &str, message: String| LastSwitchover {
+            target: value.to_owned(),
+            from,
+            to,
+            time: Some(Timestamp::now().to_string()),
+            outcome: outcome.into(),
+            message: Some(message),
+        };
+    match choose(&instances, sync, target) {
+        Err(Ok(wait)) => Err((SWITCHING_OVER.into(), format!("{value}: {wait}"))),
+        Err(Err(refused)) => {
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "SwitchoverFailed",
+                format!("{value}: {refused}"),
+            )
+            .await;
+            Ok(record(None, None, FAILED, refused))
+        }
+        Ok((from, to)) => match switchover(scope, members, &from, &to, "asked for").await {
+            Ok(took) => Ok(record(
+                Some(from.clone()),
+                Some(to.clone()),
+                SUCCEEDED,
+                format!("switched over from {from} to {to} in {took:.1} s"),
+            )),
+            Err(e) => Ok(record(Some(from), Some(to), FAILED, e)),
+        },
+    }
+}
+
+/// The target that lets pgpilot choose.
+pub const ANY: &str = "any";
+pub const SUCCEEDED: &str = "Succeeded";
+pub const FAILED: &str = "Failed";
+
+/// The Event for the pod replaced last, once it is back: ready, streaming, and past.
+async fn report_back(ctx: &Context, obj: &DynamicObject, key: &str) {
+    if let Some((pod, since)) = ctx.replaced(key) {
+        let note = format!(
+            "{pod} runs the current template, ready and streaming, {:.1} s after its eviction",
+            since.elapsed().as_secs_f64()
+        );
+        publish(ctx, obj, EventType::Normal, "Replaced", note).await;
+    }
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Deletes a pod through the Eviction API, so that the PodDisruptionBudget counts the
+/// rollout like any other voluntary disruption (a node drain at the same moment cannot
+/// take a second member down); only the pod that was planned (its UID) is deleted.
+async fn evict(
+    ctx: &Context,
+    namespace: &str,
+    pod: &str,
+    uid: Option<String>,
+) -> Result<(), NotApplied> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    match api.evict(pod, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 429 => Err((
+            WAITING.into(),
+            format!(
+                "the PodDisruptionBudget does not allow evicting {pod} now: {}",
+                s.message
+            ),
+        )),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Err((
+            WAITING.into(),
+            format!("{pod} changed meanwhile: {}", s.message),
+        )),
+        Err(e) => Err((REPLACING.into(), format!("evicting {pod}: {e}"))),
+    }
+}
+
+/// `POST /switchover` on the primary, timed; returns the seconds it took or what failed.
+/// Every outcome is an Event.
+pub async fn switchover(
+    scope: &Scope<'_>,
+    members: &[Member],
+    from: &str,
+    to: &str,
+    why: &str,
+) -> Result<f64, String> {
+    let Scope {
+        ctx,
+        obj,
+        namespace,
+        name,
+    } = *scope;
+    let Some(ip) = members.iter().find(|m| m.name == from).and_then(|m| m.ip) else {
+        return Err(format!("{from} has no address"));
+    };
+    let client = converge::writer(ctx, namespace, name)
+        .await
+        .map_err(|(_, m)| m)?;
+    let request = SwitchoverRequest {
+        leader: from.to_owned(),
+        candidate: Some(to.to_owned()),
+    };
+    let started = Instant::now();
+    let result = client.switchover(&converge::endpoint(ip), &request).await;
+    let took = started.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => {
+            info!(cluster = %format!("{namespace}/{name}"), %from, %to, "switched over ({why}) in {took:.1} s");
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "SwitchedOver",
+                format!("switched over from {from} to {to} in {took:.1} s ({why})"),
+            )
+            .await;
+            Ok(took)
+        }
+        Err(e) => {
+            let message = format!("switchover from {from} to {to} ({why}): {e}");
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "SwitchoverFailed",
+                message.clone(),
+            )
+            .await;
+            Err(message)
+        }
+    }
+}
+
+/// One instance pod as the rollout sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Instance {
+    pub name: String,
+    /// Runs the StatefulSet's update revision.
+    pub current: bool,
+    /// The pod's `Ready` condition.
+    pub ready: bool,
+    /// Deleted, still stopping.
+    pub terminating: bool,
+    /// What Patroni answers on `GET /patroni`; `None` when it does not answer.
+    pub state: Option<MemberState>,
+    /// Bytes behind the primary, when known.
+    pub lag: Option<u64>,
+}
+
+impl Instance {
+    fn is_primary(&self) -> bool {
+        self.state.as_ref().is_some_and(MemberState::is_primary)
+    }
+
+    fn is_streaming_replica(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|s| s.is_running() && !s.is_primary() && s.is_streaming())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Every pod runs the update revision.
+    Done,
+    /// Something must settle first.
+    Wait(String),
+    /// Delete this pod; its StatefulSet recreates it from the new template.
+    Replace { pod: String, why: String },
+    /// Hand the primary over before its pod is replaced.
+    Switchover { from: String, to: String },
+}
+
+/// The next step of the rollout of `pods` (`expected` of them); `sync` holds the standbys
+/// Patroni names synchronous, `None` in the asynchronous mode.
+pub fn plan(pods: &[Instance], expected: usize, sync: Option<&[String]>) -> Step {
+    if pods.iter().all(|p| p.current) {
+        return Step::Done;
+    }
+    if let Some(p) = pods.iter().find(|p| p.terminating) {
+        return Step::Wait(format!("{} is being replaced", p.name));
+    }
+    if pods.len() < expected {
+        return Step::Wait(format!(
+            "{} of {expected} pods exist; waiting for the StatefulSet to create the rest",
+            pods.len()
+        ));
+    }
+    // A replacement that does not come up stops the rollout: the new template may be bad.
+    if let Some(p) = pods.iter().find(|p| p.current && !p.ready) {
+        return Step::Wait(format!("{} is not ready yet", p.name));
+    }
+    if let Some(p) = pods
+        .iter()
+        .find(|p| !p.current && !p.ready && !p.is_primary())
+    {
+        return Step::Replace {
+            pod: p.name.clone(),
+            why: "not ready, so it serves nothing".into(),
+        };
+    }
+    if let Some(p) = pods.iter().find(|p| !p.ready) {
+        return Step::Wait(format!("{} is not ready yet", p.name));
+    }
+    let primaries: Vec<&Instance> = pods.iter().filter(|p| p.is_primary()).collect();
+    let [primary] = primaries[..] else {
+        return Step::Wait(format!(
+            "{} running primaries; waiting for Patroni to settle on one",
+            primaries.len()
+        ));
+    };
+    if let Some(p) = pods
+        .iter()
+        .find(|p| p.name != primary.name && !p.is_streaming_replica())
+    {
+        return Step::Wait(format!("{} is not streaming yet", p.name));
+    }
+    let named = |p: &Instance| sync.is_none_or(|names| names.contains(&p.name));
+    if sync.is_some() && pods.len() > 1 && !pods.iter().any(|p| p.name != primary.name && named(p))
+    {
+        return Step::Wait("Patroni names no synchronous standby yet".into());
+    }
+    let mut outdated: Vec<&Instance> = pods
+        .iter()
+        .filter(|p| !p.current && p.name != primary.name)
+        .collect();
+    // The most lagging first: it has the least to lose, and the others keep serving reads.
+    outdated.sort_by_key(|p| std::cmp::Reverse(p.lag.unwrap_or(0)));
+    if let Some(p) = outdated.first() {
+        return Step::Replace {
+            pod: p.name.clone(),
+            why: match p.lag {
+                Some(lag) if lag > 0 => format!("a replica ({lag} bytes behind)"),
+                _ => "a replica".into(),
+            },
+        };
+    }
+    // Only the primary is outdated.
+    if pods.len() == 1 {
+        return Step::Replace {
+            pod: primary.name.clone(),
+            why: "the only instance".into(),
+        };
+    }
+    let candidate = pods
+        .iter()
+        .filter(|p| p.current && p.is_streaming_replica() && named(p))
+        .min_by_key(|p| (p.lag.unwrap_or(u64::MAX), p.name.clone()));
+    match candidate {
+        Some(to) => Step::Switchover {
+            from: primary.name.clone(),
+            to: to.name.clone(),
+        },
+        None => Step::Wait("no up-to-date streaming replica to switch over to".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, role: &str, current: bool) -> Instance {
+        Instance {
+            name: name.into(),
+            current,
+            ready: true,
+            terminating: false,
+            state: Some(MemberState {
+                state: "running".into(),
+                role: role.into(),
+                replication_state: (role == "replica").then(|| "streaming".into()),
+                ..Default::default()
+            }),
+            lag: (role == "replica").then_some(0),
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nothing_outdated_is_done() {
+        let pods = [pod("a", "primary", true), pod("b", "replica", true)];
+        assert_eq!(plan(&pods, 2, None), Step::Done);
+        // Even with a pod missing or unready: that is the StatefulSet's business.
+        assert_eq!(plan(&pods[..1], 2, None), Step::Done);
+    }
+
+    #[test]
+    fn replicas_most_lagging_first_then_a_switchover_then_the_old_primary() {
+        let mut pods = vec![
+            pod("a", "primary", false),
+            pod("b", "replica", false),
+            pod("c", "replica", false),
+        ];
+        pods[2].lag = Some(4096);
+        let sync = names(&["b"]);
+        let replace = |step| match step {
+            Step::Replace { pod, .. } => pod,
+            other => panic!("expected a replacement, got {other:?}"),
+        };
+        assert_eq!(replace(plan(&pods, 3, Some(&sync))), "c");
+        pods[2] = pod("c", "replica", true);
+        assert_eq!(replace(plan(&pods, 3, Some(&sync))), "b");
+        pods[1] = pod("b", "replica", true);
+        // In a synchronous mode, only the named standby may take over.
+        assert_eq!(
+            plan(&pods, 3, Some(&names(&["c"]))),
+            Step::Switchover {
+                from: "a".into(),
+                to: "c".into()
+            }
+        );
+        // Asynchronous: the least lagging.
+        pods[1].lag = Some(10);
+        assert_eq!(
+            plan(&pods, 3, None),
+            Step::Switchover {
+                from: "a".into(),
+                to: "c".into()
+            }
+        );
+        // After the switchover the old primary is an outdated replica.
+        pods[0] = pod("a", "replica", false);
+        pods[2] = pod("c", "primary", true);
+        assert_eq!(replace(plan(&pods, 3, Some(&names(&["b"])))), "a");
+    }
+
+    #[test]
+    fn waits_for_each_replacement_to_stream_and_be_named() {
+        let mut pods = vec![
+            pod("a", "primary", false),
+            pod("b", "replica", true),
+            pod("c", "replica", false),
+        ];
+        pods[1].terminating = true;
+        assert_eq!(
+            plan(&pods, 3, None),
+            Step::Wait("b is being replaced".into())
+        );
+        assert!(matches!(plan(&pods[..2], 3, None), Step::Wait(_)));
+        pods[1] = pod("b", "replica", true);
+        pods[1].ready = false;
+        assert_eq!(
+            plan(&pods, 3, None),
+            Step::Wait("b is not ready yet".into())
+        );
+        pods[1] = pod("b", "replica", true);
+        pods[1].state.as_mut().unwrap().replication_state = None;
+        assert_eq!(
+            plan(&pods, 3, None),
+            Step::Wait("b is not streaming yet".into())
+        );
+        pods[1] = pod("b", "replica", true);
+        assert_eq!(
+            plan(&pods, 3, Some(&[])),
+            Step::Wait("Patroni names no synchronous standby yet".into())
+        );
+    }
+
+    #[test]
+    fn no_switchover_without_an_up_to_date_candidate() {
+        let pods = [pod("a", "primary", false), pod("b", "replica", true)];
+        // In a synchronous mode, an up-to-date replica that is not the named one is not a
+        // candidate.
+        let step = plan(&pods, 2, Some(&names(&["a", "x"])));
+        assert!(matches!(step, Step::Wait(_)), "{step:?}");
+        let mut lagging = pods.clone();
+        lagging[1].state.as_mut().unwrap().replication_state = Some("in archive recovery".into());
+        assert!(matches!(plan(&lagging, 2, None), Step::Wait(_)));
+    }
+
+    #[test]
+    fn a_broken_outdated_replica_goes_first_and_a_lone_primary_is_replaced() {
+        let mut pods = vec![pod("a", "primary", false), pod("b", "replica", false)];
+        pods[1].ready = false;
+        pods[1].state = None;
+        assert_eq!(
+            plan(&pods, 2, Some(&[])),
+            Step::Replace {
+                pod: "b".into(),
+                why: "not ready, so it serves nothing".into()
+            }
+        );
+        let alone = [pod("a", "primary", false)];
+        assert!(matches!(plan(&alone, 1, Some(&[])), Step::Replace { pod, .. } if pod == "a"));
+        // No primary (a failover under way): wait.
+        let mut leaderless = vec![pod("a", "replica", false), pod("b", "replica", true)];
+        leaderless[0].state.as_mut().unwrap().replication_state = None;
+        assert!(matches!(plan(&leaderless, 2, None), Step::Wait(_)));
+    }
+}
