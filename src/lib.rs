@@ -9,6 +9,7 @@ pub mod devcluster;
 pub mod manifest;
 pub mod names;
 pub mod patroni;
+pub mod pgprobe;
 pub mod quantity;
 pub mod render;
 pub mod resolve;

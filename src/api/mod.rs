@@ -121,6 +121,17 @@ impl PostgresClusterSpec {
             .unwrap_or_default()
     }
 
+    /// The Secret holding PostgreSQL's server certificate of cluster `cluster`: the one
+    /// named in `tls.secretName`, else the one cert-manager issues (`C-tls`); `None`
+    /// without TLS.
+    pub fn server_tls_secret(&self, cluster: &str) -> Option<String> {
+        if !self.tls_enabled() {
+            return None;
+        }
+        let named = self.tls.as_ref().and_then(|t| t.secret_name.clone());
+        Some(named.unwrap_or_else(|| crate::names::tls_certificate(cluster)))
+    }
+
     /// Whether PostgreSQL gets a server certificate (from an issuer or a Secret).
     pub fn tls_enabled(&self) -> bool {
         self.tls

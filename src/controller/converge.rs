@@ -31,7 +31,13 @@ const RESTARTING: &str = "Restarting";
 /// Whether the cluster is moving towards the spec (a change sent, a restart round under
 /// way), so that it is worth looking again within seconds rather than at the next resync.
 pub fn converging(state: &Result<(), NotApplied>) -> bool {
-    matches!(state, Err((reason, _)) if [APPLYING, PENDING_RESTART, RESTARTING].contains(&reason.as_str()))
+    let moving = [
+        APPLYING,
+        PENDING_RESTART,
+        RESTARTING,
+        super::certificates::CERTIFICATE_PENDING,
+    ];
+    matches!(state, Err((reason, _)) if moving.contains(&reason.as_str()))
 }
 
 /// One pass: at most one PATCH and one restart, then the caller looks again.

@@ -4,6 +4,7 @@
 //! nothing: every value comes from `render`.
 
 mod apply;
+mod certificates;
 mod converge;
 pub mod leader;
 mod members;
@@ -102,6 +103,11 @@ pub struct Context {
     patched: Mutex<HashMap<String, Instant>>,
     /// Per cluster, the pod a rollout evicted last and when, until it is back.
     replacing: Mutex<HashMap<String, (String, Instant)>>,
+    /// Per cluster, the server certificate's Secret version and the pods last found
+    /// serving it.
+    certificates: Mutex<HashMap<String, String>>,
+    /// Per member, when it was last asked to reload for a certificate.
+    reloads: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -119,6 +125,8 @@ impl Context {
             patroni: crate::patroni::Client::new(),
             patched: Mutex::default(),
             replacing: Mutex::default(),
+            certificates: Mutex::default(),
+            reloads: Mutex::default(),
         })
     }
 
@@ -136,6 +144,26 @@ impl Context {
     fn replaced(&self, cluster: &str) -> Option<(String, Instant)> {
         let mut r = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
         r.remove(cluster)
+    }
+
+    fn certificates_verified(&self, cluster: &str) -> Option<String> {
+        let c = self.certificates.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(cluster).cloned()
+    }
+
+    fn certificates_ok(&self, cluster: &str, fingerprint: String) {
+        let mut c = self.certificates.lock().unwrap_or_else(|p| p.into_inner());
+        c.insert(cluster.to_owned(), fingerprint);
+    }
+
+    /// True (and remembered) when `member` was not asked to reload within `every`.
+    fn may_reload(&self, member: &str, every: Duration) -> bool {
+        let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        if r.get(member).is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        r.insert(member.to_owned(), Instant::now());
+        true
     }
 
     fn patched_within(&self, cluster: &str, window: Duration) -> bool {
@@ -405,7 +433,17 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
             Ok(done) => {
                 // Recorded at once: a request is carried out once, even if the status
                 // written below fails.
-                let patch = serde_json::json!({ "status": { "lastSwitchover": done } });
+                let before = cluster
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_switchover.as_ref())
+                    .and_then(|l| serde_json::to_value(l).ok())
+                    .unwrap_or_default();
+                let after = serde_json::to_value(&done)
+                    .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
+                let patch = serde_json::json!({
+                    "status": { "lastSwitchover": status::merge_patch(&before, &after) }
+                });
                 status_api
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -436,6 +474,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
             "the children are not applied; nothing is sent to Patroni".into(),
         )),
     };
+    if let (Ok(()), false) = (&observation.config, paused) {
+        let secret = cluster.spec.server_tls_secret(&name);
+        observation.config = certificates::step(&scope, secret.as_deref(), &pods, &members).await;
+    }
     write_status(&status_api, &name, &observation, cluster.status.as_ref()).await?;
 
     result?;
@@ -593,7 +635,12 @@ async fn write_status(
     if old == Some(&new) {
         return Ok(());
     }
-    let patch = serde_json::json!({ "status": new });
+    let new =
+        serde_json::to_value(&new).map_err(|e| Error::Serialize(name.into(), e.to_string()))?;
+    let old = old.and_then(|o| serde_json::to_value(o).ok());
+    let patch = serde_json::json!({
+        "status": old.map_or_else(|| new.clone(), |old| status::merge_patch(&old, &new))
+    });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::Status)?;

@@ -232,6 +232,31 @@ pub fn status(
     }
 }
 
+/// A JSON merge patch (RFC 7386) that turns `old` into `new`. What `new` lacks is sent as
+/// `null`: a merge patch of `new` alone would keep every field that became empty (a
+/// primary that is gone, a message no longer set).
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                let p = match o.get(k) {
+                    Some(ov) if ov == v => continue,
+                    Some(ov) => merge_patch(ov, v),
+                    None => v.clone(),
+                };
+                patch.insert(k.clone(), p);
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
 pub fn ready_replicas(sts: Option<&StatefulSet>) -> (i32, bool) {
     let status = sts.and_then(|s| s.status.as_ref());
     (
@@ -243,6 +268,22 @@ pub fn ready_replicas(sts: Option<&StatefulSet>) -> (i32, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merge_patch_removes_what_the_new_status_lacks() {
+        let old =
+            serde_json::json!({ "primary": "pg-0", "phase": "Running", "x": { "a": 1, "b": 2 } });
+        let new = serde_json::json!({ "phase": "Degraded", "x": { "a": 1 } });
+        let patch = merge_patch(&old, &new);
+        assert_eq!(
+            patch,
+            serde_json::json!({ "primary": null, "phase": "Degraded", "x": { "b": null } })
+        );
+        // Applied as RFC 7386 says, it gives exactly `new`.
+        let mut applied = old.clone();
+        json_patch::merge(&mut applied, &patch);
+        assert_eq!(applied, new);
+    }
     use k8s_openapi::jiff::Timestamp;
 
     fn t(s: i64) -> Time {

@@ -204,11 +204,12 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
 
 /// The Secret holding PostgreSQL's server certificate.
 pub fn server_tls_secret(c: &Cluster) -> Result<String, RenderError> {
-    let tls = need(&c.spec.tls, "spec.tls")?;
-    Ok(tls
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| names::tls_certificate(c.name)))
+    need(&c.spec.tls, "spec.tls")?;
+    c.spec
+        .server_tls_secret(c.name)
+        .ok_or(RenderError::NotResolved(
+            "spec.tls.issuerRef or spec.tls.secretName",
+        ))
 }
 
 /// postgres_exporter, connecting over the pod's loopback as the monitoring role.

@@ -117,19 +117,51 @@ impl Harness {
     /// `kubectl patch pgc dp --type merge`, as a user types it; returns what kubectl
     /// printed on standard error (the webhook's warnings).
     pub fn edit(&self, patch: Value) -> String {
+        self.edit_cluster(CLUSTER, patch)
+    }
+
+    /// The same for any cluster.
+    pub fn edit_cluster(&self, cluster: &str, patch: Value) -> String {
         let out = self
             .kube
             .try_run_full(&[
                 "patch",
                 "postgrescluster",
-                CLUSTER,
+                cluster,
                 "--type",
                 "merge",
                 "-p",
                 &patch.to_string(),
             ])
-            .unwrap_or_else(|e| panic!("kubectl patch {patch}: {e}"));
+            .unwrap_or_else(|e| panic!("kubectl patch {cluster} {patch}: {e}"));
         out.1
+    }
+
+    /// How many times Events about PostgresClusters (`cluster`, or any) with `reason` (or
+    /// any) occurred: a recorder folds repeats into one Event with a count.
+    pub fn occurrences(&self, cluster: Option<&str>, reason: Option<&str>) -> u64 {
+        self.cluster_events(cluster, reason)
+            .iter()
+            .map(|e| {
+                e["count"]
+                    .as_u64()
+                    .or(e["series"]["count"].as_u64())
+                    .unwrap_or(1)
+            })
+            .sum()
+    }
+
+    /// Events about PostgresClusters (`cluster`, or any) with `reason` (or any).
+    pub fn cluster_events(&self, cluster: Option<&str>, reason: Option<&str>) -> Vec<Value> {
+        self.kube
+            .list("events", "")
+            .into_iter()
+            .filter(|e| {
+                e["involvedObject"]["kind"] == "PostgresCluster"
+                    && cluster.is_none_or(|c| e["involvedObject"]["name"] == c)
+                    && reason.is_none_or(|r| e["reason"] == r)
+            })
+            .collect()
     }
 
     fn condition(&self, pgc: &Value, type_: &str) -> Option<(String, String, i64)> {
@@ -390,20 +422,7 @@ impl Harness {
             }
             v
         };
-        // Repeats of an Event raise its count instead of making a new one.
-        let events = || -> u64 {
-            self.kube
-                .list("events", "")
-                .iter()
-                .filter(|e| e["involvedObject"]["kind"] == "PostgresCluster")
-                .map(|e| {
-                    e["count"]
-                        .as_u64()
-                        .or(e["series"]["count"].as_u64())
-                        .unwrap_or(1)
-                })
-                .sum()
-        };
+        let events = || self.occurrences(None, None);
         // Quiet first: no WAL in flight, so no member's published position moves.
         self.su("dp-primary.dataplane.svc").query("CHECKPOINT");
         wait_for("every replica caught up in status.members", 120, || {

@@ -90,6 +90,9 @@ pub struct Adapted {
 /// 6. Probes run every second instead of every `periodSeconds`, so that the test is fast.
 /// 7. A pod recreated under the name of one deleted here (a StatefulSet's) gets the
 ///    address of the one it replaces, where a real network plugin may hand out another.
+/// 8. ConfigMap and Secret volumes are brought up to date every 10 s (a kubelet: within
+///    its sync period plus its cache's, about a minute), file by file with a rename each
+///    (a kubelet swaps a symlink to a new directory, so all files change at once).
 pub fn local_differences(
     program: &str,
     pod_ip: &str,
@@ -206,6 +209,7 @@ impl Kubelet {
                 tick += 1;
                 if tick.is_multiple_of(10) {
                     prober.heartbeat();
+                    prober.refresh_volumes();
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -729,10 +733,54 @@ impl Kubelet {
         }
     }
 
+    /// Writes a volume's file whole: a new version is written aside and renamed over the
+    /// old one, so a reader sees one or the other; an unchanged file is left alone.
     fn write_file(&self, file: &Path, text: &str, mode: u32) {
-        std::fs::write(file, text).expect("writing a projected file");
-        chown(file, Some(0), Some(self.user.gid)).expect("chown");
-        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        if std::fs::read_to_string(file).is_ok_and(|old| old == text) {
+            return;
+        }
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let aside = file.with_file_name(format!(".{name}.new"));
+        std::fs::write(&aside, text).expect("writing a projected file");
+        chown(&aside, Some(0), Some(self.user.gid)).expect("chown");
+        std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        std::fs::rename(&aside, file).expect("replacing a projected file");
+    }
+
+    /// ConfigMap and Secret volumes follow their objects, as a kubelet's periodic sync
+    /// makes them (see `local_differences`, 8).
+    fn refresh_volumes(&self) {
+        let pods: Vec<(Value, BTreeMap<String, PathBuf>)> = self
+            .pods
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| (p.pod.clone(), p.volumes.clone()))
+            .collect();
+        for (pod, volumes) in pods {
+            for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+                let Some(dir) = v["name"].as_str().and_then(|n| volumes.get(n)) else {
+                    continue;
+                };
+                if let Some(cm) = v.get("configMap") {
+                    let name = cm["name"].as_str().unwrap_or_default();
+                    if let Some(obj) = self.kube.get("configmap", name) {
+                        self.project(
+                            dir,
+                            &obj["data"],
+                            cm,
+                            |v| v.as_str().map(str::to_owned),
+                            0o644,
+                        );
+                    }
+                } else if let Some(secret) = v.get("secret") {
+                    let name = secret["secretName"].as_str().unwrap_or_default();
+                    if let Some(obj) = self.kube.get("secret", name) {
+                        self.project(dir, &obj["data"], secret, decode, 0o644);
+                    }
+                }
+            }
+        }
     }
 
     /// What a kubelet does with pods deleted from the API: it stops their containers

@@ -36,37 +36,11 @@ impl Harness {
             .collect()
     }
 
-    /// How many times the cluster's Events with this reason occurred (a recorder folds
-    /// repeats into one Event with a count).
-    fn occurrences(&self, reason: &str) -> u64 {
-        self.kube
-            .list("events", "")
-            .iter()
-            .filter(|e| {
-                e["involvedObject"]["kind"] == "PostgresCluster"
-                    && e["involvedObject"]["name"] == CLUSTER
-                    && e["reason"] == reason
-            })
-            .map(|e| {
-                e["count"]
-                    .as_u64()
-                    .or(e["series"]["count"].as_u64())
-                    .unwrap_or(1)
-            })
-            .sum()
-    }
-
     /// The notes of the cluster's Events with this reason, oldest first.
     fn events(&self, reason: &str) -> Vec<String> {
         let mut events: Vec<(String, String)> = self
-            .kube
-            .list("events", "")
+            .cluster_events(Some(CLUSTER), Some(reason))
             .iter()
-            .filter(|e| {
-                e["involvedObject"]["kind"] == "PostgresCluster"
-                    && e["involvedObject"]["name"] == CLUSTER
-                    && e["reason"] == reason
-            })
             .map(|e| {
                 let at = e["eventTime"]
                     .as_str()
@@ -99,7 +73,7 @@ impl Harness {
     pub fn rollout(&mut self, figures: &mut Vec<String>) {
         let leader = self.current_leader();
         let before = self.instance_pods();
-        let switchovers = self.occurrences("SwitchedOver");
+        let switchovers = self.occurrences(Some(CLUSTER), Some("SwitchedOver"));
         let primary = self.su("dp-primary.dataplane.svc");
         let writer = Writer::start(primary.clone(), "rollout_writes");
         wait_for("the writer running", 60, || {
@@ -150,7 +124,7 @@ impl Harness {
         assert_ne!(new_leader, leader, "the primary moved before its pod went");
         let switched = self.events("SwitchedOver");
         assert_eq!(
-            self.occurrences("SwitchedOver") - switchovers,
+            self.occurrences(Some(CLUSTER), Some("SwitchedOver")) - switchovers,
             1,
             "exactly one switchover: {switched:?}"
         );
@@ -212,7 +186,7 @@ impl Harness {
     /// admission; a paused cluster keeps its pods through a template change and a restart
     /// request, and rolls once when resumed.
     pub fn operations(&mut self, figures: &mut Vec<String>) {
-        let switched_before = self.occurrences("SwitchedOver");
+        let switched_before = self.occurrences(Some(CLUSTER), Some("SwitchedOver"));
         let primary = self.su("dp-primary.dataplane.svc");
         let writer = Writer::start(primary.clone(), "switchover_writes");
         wait_for("the writer running", 60, || {
@@ -225,14 +199,22 @@ impl Harness {
         wait_for(&format!("{to} leading"), 60, || {
             (self.leader(&MEMBERS) == Some(to.clone())).then_some(())
         });
-        // A named target: the synchronous standby the status names now.
-        let target = wait_for("a synchronous standby in status.members", 120, || {
+        // A named target: the synchronous standby, once Patroni's sync key and the status
+        // agree on it and on the new primary (admission checks the target against the
+        // status, the operator against the sync key).
+        let target = wait_for("a synchronous standby named in the status", 120, || {
+            let sync = self.kube.get("endpoints", "dp-sync")?;
+            let annotations = &sync["metadata"]["annotations"];
+            let named = annotations["sync_standby"].as_str()?.to_owned();
             let pgc = self.kube.get("postgrescluster", CLUSTER)?;
-            pgc["status"]["members"]
-                .as_array()?
-                .iter()
-                .find(|m| m["role"] == "sync_standby" && m["state"] == "running")
-                .and_then(|m| m["name"].as_str().map(str::to_owned))
+            let agreed = annotations["leader"] == to.as_str()
+                && pgc["status"]["primary"] == to.as_str()
+                && pgc["status"]["members"].as_array()?.iter().any(|m| {
+                    m["name"] == named.as_str()
+                        && m["role"] == "sync_standby"
+                        && m["state"] == "running"
+                });
+            agreed.then_some(named)
         });
         let (from2, to2, named_took) = self.switchover(&target);
         assert_eq!(
@@ -245,7 +227,7 @@ impl Harness {
         let (acked, lost, gap) = writer.finish(&primary);
         assert_eq!(lost, 0, "acknowledged rows lost in the switchovers");
         assert_eq!(
-            self.occurrences("SwitchedOver") - switched_before,
+            self.occurrences(Some(CLUSTER), Some("SwitchedOver")) - switched_before,
             2,
             "each request switched over once"
         );

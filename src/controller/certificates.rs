@@ -1,0 +1,126 @@
+//! A renewed server certificate reaches PostgreSQL without a restart. The kubelet rewrites
+//! the Secret volume's files some time after the Secret changes (cert-manager renews
+//! `C-tls` in place), but PostgreSQL reads them only at start and on SIGHUP. So the
+//! controller compares the certificate each member serves (`pgprobe`) with the Secret's,
+//! and asks a member that differs to reload (Patroni's `POST /reload`, which SIGHUPs
+//! PostgreSQL), at most once per `RELOAD_EVERY` while the kubelet catches up.
+//!
+//! The comparison costs a TLS handshake per member, so it runs only when the Secret
+//! changed or a member is new since the last time every member served the Secret's
+//! certificate; a converged cluster costs one read of the Secret.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+use tracing::info;
+
+use super::converge::{self, NotApplied};
+use super::{Scope, publish};
+use crate::names;
+use crate::patroni::Member;
+use crate::pgprobe;
+
+/// The condition reason while a member serves an older certificate.
+pub const CERTIFICATE_PENDING: &str = "CertificatePending";
+/// How often a member that still serves an older certificate is asked to reload.
+const RELOAD_EVERY: Duration = Duration::from_secs(20);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `Ok` when every running member serves the certificate of `secret_name` (or TLS is off).
+pub async fn step(
+    scope: &Scope<'_>,
+    secret_name: Option<&str>,
+    pods: &[Pod],
+    members: &[Member],
+) -> Result<(), NotApplied> {
+    let Scope {
+        ctx,
+        obj,
+        namespace,
+        name,
+    } = *scope;
+    let Some(secret_name) = secret_name else {
+        return Ok(());
+    };
+    let key = format!("{namespace}/{name}");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let pending = |m: String| (CERTIFICATE_PENDING.to_owned(), m);
+    let secret = match api.get_opt(secret_name).await {
+        Ok(Some(s)) => s,
+        // Missing or unreadable: nothing to compare with; the pods cannot start either.
+        Ok(None) => return Err(pending(format!("Secret {secret_name} does not exist"))),
+        Err(e) => return Err(pending(format!("reading Secret {secret_name}: {e}"))),
+    };
+    let Some(want) = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("tls.crt"))
+        .and_then(|c| pgprobe::first_certificate(&c.0))
+    else {
+        return Err(pending(format!(
+            "Secret {secret_name} has no certificate in tls.crt"
+        )));
+    };
+    // What was verified last: the Secret's version and the pods (by UID) that served it.
+    let version = secret.resource_version().unwrap_or_default();
+    let running: Vec<(&Pod, &Member)> = pods
+        .iter()
+        .filter_map(|p| {
+            let m = members.iter().find(|m| m.name == p.name_any())?;
+            let up = m.status.as_ref().is_some_and(|s| s.is_running()) && m.ip.is_some();
+            up.then_some((p, m))
+        })
+        .collect();
+    let fingerprint = |uids: Vec<String>| format!("{version}|{}", uids.join(","));
+    let now = fingerprint(running.iter().filter_map(|(p, _)| p.uid()).collect());
+    if ctx.certificates_verified(&key) == Some(now.clone()) {
+        return Ok(());
+    }
+    let mut behind = Vec::new();
+    for (_, m) in &running {
+        let Some(ip) = m.ip else { continue };
+        let addr = (ip, names::POSTGRES_PORT as u16).into();
+        match pgprobe::served_certificate(addr, PROBE_TIMEOUT).await {
+            Ok(served) if served == want => {}
+            Ok(_) => behind.push(m.name.clone()),
+            Err(e) => return Err(pending(format!("{}: {e}", m.name))),
+        }
+    }
+    if behind.is_empty() {
+        ctx.certificates_ok(&key, now);
+        return Ok(());
+    }
+    let mut reloaded = Vec::new();
+    for m in members.iter().filter(|m| behind.contains(&m.name)) {
+        let Some(ip) = m.ip else { continue };
+        if !ctx.may_reload(&format!("{key}/{}", m.name), RELOAD_EVERY) {
+            continue;
+        }
+        let client = converge::writer(ctx, namespace, name).await?;
+        client
+            .reload(&converge::endpoint(ip))
+            .await
+            .map_err(|e| pending(format!("reloading {}: {e}", m.name)))?;
+        reloaded.push(m.name.clone());
+    }
+    if !reloaded.is_empty() {
+        let list = reloaded.join(", ");
+        info!(cluster = %key, members = %list, "reloaded: serving an older certificate than Secret {secret_name}");
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "CertificateReload",
+            format!("{list} served an older certificate than Secret {secret_name}: reloaded"),
+        )
+        .await;
+    }
+    Err(pending(format!(
+        "{} {} an older certificate than Secret {secret_name}; reloading until the kubelet has updated the files",
+        behind.join(", "),
+        if behind.len() == 1 { "serves" } else { "serve" }
+    )))
+}

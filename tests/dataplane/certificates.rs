@@ -1,0 +1,217 @@
+//! A second, one-instance cluster with `tls.secretName`, for two day-2 edits of files on a
+//! running pod: its certificate renewed in the Secret, as cert-manager renews one (a new
+//! `sslmode=verify-full` connection then meets the new certificate, and PostgreSQL's start
+//! time is unchanged), and a backup repository added (archiving starts, a backup from the
+//! new CronJob succeeds).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::json;
+
+use super::Harness;
+use super::kube::wait_for;
+use super::sql::Conn;
+
+const CLUSTER: &str = "tls1";
+const SECRET: &str = "tls1-server-tls";
+
+/// A CA, and server certificates it signs for the cluster's Services.
+struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Authority {
+    fn new() -> Authority {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "dataplane test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Authority {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// (certificate PEM, key PEM) for the cluster's primary Service and pods.
+    fn server(&self, serial: u64) -> (String, String) {
+        let key = KeyPair::generate().expect("server key");
+        let mut params = CertificateParams::new(vec![
+            format!("{CLUSTER}-primary.dataplane.svc"),
+            format!("{CLUSTER}-primary"),
+            format!("*.{CLUSTER}-pods.dataplane.svc"),
+        ])
+        .expect("server params");
+        params.serial_number = Some(serial.into());
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("server certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+impl Harness {
+    fn apply_tls_secret(&self, ca: &Authority, serial: u64) -> String {
+        let (cert, key) = ca.server(serial);
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        self.kube.apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n  ca.crt: {}\n",
+            b64(&cert),
+            b64(&key),
+            b64(&ca.pem)
+        ));
+        fingerprint_of_pem(&cert)
+    }
+
+    /// The SHA-256 fingerprint of the certificate the server at `ip` presents, as
+    /// `openssl s_client -starttls postgres` sees it.
+    fn served_fingerprint(&self, ip: &str) -> Option<String> {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -starttls postgres -connect {ip}:5432 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+            ))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    }
+
+    pub fn certificate_renewal(&mut self, figures: &mut Vec<String>) {
+        let ca = Authority::new();
+        let ca_file = self.root.join("tls1-ca.crt");
+        std::fs::write(&ca_file, &ca.pem).expect("CA file");
+        let first = self.apply_tls_secret(&ca, 1);
+        self.kube.apply(&format!(
+            "apiVersion: pgpilot.io/v1\nkind: PostgresCluster\nmetadata:\n  name: {CLUSTER}\nspec:\n  postgresVersion: 15\n  instances: 1\n  storage:\n    size: 1Gi\n  resources:\n    requests:\n      cpu: 100m\n      memory: 256Mi\n  tls:\n    secretName: {SECRET}\n"
+        ));
+        let pod = format!("{CLUSTER}-0");
+        wait_for(&format!("pod {pod}"), 60, || self.kube.get("pod", &pod));
+        let ip = self.take_ip();
+        self.kubelet.start_pod(&pod, &ip);
+        wait_for(&format!("{pod} leading"), 180, || {
+            self.leader(&[pod.as_str()])
+        });
+        let password = self
+            .kube
+            .secret(&format!("{CLUSTER}-superuser"), "password");
+        let conn = Conn::new(
+            &format!("{CLUSTER}-primary.dataplane.svc"),
+            "postgres",
+            &password,
+            "postgres",
+        );
+        let query = |sql: &str| verify_full(&conn, &ca_file, sql);
+        wait_for("a verify-full connection", 120, || query("SELECT 1").ok());
+        assert_eq!(
+            self.served_fingerprint(&ip).as_deref(),
+            Some(first.as_str())
+        );
+        let started = query("SELECT pg_postmaster_start_time()").expect("start time");
+
+        // Renewed in place, as cert-manager does: same Secret, new key and certificate.
+        let t = Instant::now();
+        let second = self.apply_tls_secret(&ca, 2);
+        assert_ne!(first, second);
+        wait_for("the renewed certificate served", 180, || {
+            (self.served_fingerprint(&ip).as_deref() == Some(second.as_str())).then_some(())
+        });
+        let took = t.elapsed();
+        let now = query("SELECT pg_postmaster_start_time()")
+            .unwrap_or_else(|e| panic!("verify-full with the renewed certificate: {e}"));
+        assert_eq!(now, started, "PostgreSQL restarted for a certificate");
+        assert!(
+            self.occurrences(Some(CLUSTER), Some("CertificateReload")) > 0,
+            "no CertificateReload event"
+        );
+        figures.push(format!(
+            "renewed server certificate (Secret replaced in place) served to a new verify-full connection {:.1} s later, PostgreSQL not restarted (the kubelet here refreshes volumes every 10 s, the operator resyncs every 5 s)",
+            took.as_secs_f64()
+        ));
+
+        // A backup repository added to the running cluster: the instance pod is replaced
+        // with pgBackRest's sidecar and configuration, archiving starts, a backup succeeds.
+        let t = Instant::now();
+        let uid = self.kube.get("pod", &pod).expect("the pod")["metadata"]["uid"].clone();
+        self.edit_cluster(
+            CLUSTER,
+            json!({ "spec": { "backup": { "pgbackrest": { "repos": [
+                { "name": "repo1", "volume": { "size": "1Gi" }, "schedules": { "full": "0 1 * * 0" } }
+            ] } } } }),
+        );
+        let repo_host = format!("{CLUSTER}-repo-host-0");
+        wait_for(&format!("pod {repo_host}"), 60, || {
+            self.kube.get("pod", &repo_host)
+        });
+        let repo_ip = self.take_ip();
+        self.kubelet.start_pod(&repo_host, &repo_ip);
+        wait_for(
+            &format!("{pod} replaced with the repository's sidecar"),
+            180,
+            || {
+                let p = self.kube.get("pod", &pod)?;
+                let sidecar = p["spec"]["containers"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["name"] == "pgbackrest");
+                (p["metadata"]["uid"] != uid && sidecar).then_some(())
+            },
+        );
+        wait_for("WAL archived to the new repository", 240, || {
+            let archived = query(
+                "SELECT pg_switch_wal() IS NOT NULL AND archived_count > 0 FROM pg_stat_archiver",
+            )
+            .ok()?;
+            (archived == "t").then_some(())
+        });
+        let archiving = t.elapsed();
+        let backup = self.backup(&format!("{CLUSTER}-backup-repo1-full"), "tls1-first-full");
+        figures.push(format!(
+            "backup repository added to a running cluster: pod replaced, archive_mode on, first WAL archived {:.1} s after kubectl patch; a full backup from its CronJob in {:.1} s",
+            archiving.as_secs_f64(),
+            backup.as_secs_f64()
+        ));
+    }
+}
+
+/// `sql` over `sslmode=verify-full` against the test CA.
+fn verify_full(conn: &Conn, ca_file: &Path, sql: &str) -> Result<String, String> {
+    let out = conn
+        .command("psql")
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", ca_file)
+        .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// `openssl x509 -fingerprint -sha256` of a PEM certificate.
+fn fingerprint_of_pem(pem: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pem.as_bytes())
+        .expect("writing to openssl");
+    let out = child.wait_with_output().expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
