@@ -147,7 +147,9 @@ impl Default for Config {
                 maximum_lag_on_failover: 1 << 20,
                 synchronous_mode: SynchronousMode::Async,
                 synchronous_node_count: 1,
-                failsafe_mode: false,
+                // Measured on the data plane: with false, a frozen API server stops
+                // every write until it is back; with true, writes go on.
+                failsafe_mode: true,
             },
             backup: BackupDefaults {
                 image: "ghcr.io/pgpilot/pgbackrest:2.57.0".into(),

@@ -24,10 +24,14 @@ mod kube;
 mod kubelet;
 #[path = "dataplane/node.rs"]
 mod node;
+#[path = "dataplane/outage.rs"]
+mod outage;
 #[path = "dataplane/rollout.rs"]
 mod rollout;
 #[path = "dataplane/sql.rs"]
 mod sql;
+#[path = "dataplane/unattended.rs"]
+mod unattended;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,6 +106,10 @@ fn data_plane() {
     h.certificate_renewal(&mut figures);
     show(&figures);
     h.scale_out(&mut figures);
+    show(&figures);
+    h.without_operator(&mut figures);
+    show(&figures);
+    h.api_server_outage(&mut figures);
     show(&figures);
     figures.push(format!(
         "whole scenario: {:.0} s",

@@ -102,7 +102,7 @@ pub async fn step(
                 obj,
                 EventType::Normal,
                 "Replacing",
-                format!("deleted {pod} ({why}) to run the current template"),
+                format!("evicted {pod} ({why}) to run the current template"),
             )
             .await;
             ctx.replacing(&key, &pod);

@@ -498,6 +498,29 @@ impl DevCluster {
         Ok(())
     }
 
+    /// Freezes kube-apiserver (SIGSTOP): requests to it hang until their clients give
+    /// up, as when the control plane is unreachable. [`DevCluster::resume_api_server`]
+    /// lets it go on where it stopped.
+    pub fn pause_api_server(&self) {
+        self.signal_api_server(libc::SIGSTOP);
+    }
+
+    /// Undoes [`DevCluster::pause_api_server`] (SIGCONT).
+    pub fn resume_api_server(&self) {
+        self.signal_api_server(libc::SIGCONT);
+    }
+
+    fn signal_api_server(&self, sig: libc::c_int) {
+        for p in process::lock(&self.inner.processes).iter() {
+            if p.name() == "kube-apiserver" {
+                // SAFETY: kill(2) on a child this cluster started and still supervises.
+                unsafe {
+                    libc::kill(p.pid() as libc::pid_t, sig);
+                }
+            }
+        }
+    }
+
     /// Stops the control plane now (also done on drop).
     pub fn stop(&self) {
         self.inner.teardown();

@@ -321,6 +321,12 @@ fn patroni(s: &PostgresClusterSpec, e: &mut Errors) {
         let max = n.saturating_sub(1).max(1);
         e.range(&p.child("synchronousNodeCount"), c, 1, max);
     }
+    if pt.failsafe_mode == Some(false) && n > 1 {
+        e.warn(
+            &p.child("failsafeMode"),
+            "false: while the Kubernetes API is unreachable (an upgrade of the control plane, an etcd outage), the primary demotes itself and the cluster takes no writes; true keeps a primary that still reaches every member",
+        );
+    }
 }
 
 fn pooler(s: &PostgresClusterSpec, e: &mut Errors) {

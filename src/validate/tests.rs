@@ -532,6 +532,10 @@ fn synchronous_mode_needs_a_standby() {
         },
         "strict with 2 instances",
     );
+    warns(
+        |c| c.spec.patroni.as_mut().unwrap().failsafe_mode = Some(false),
+        "spec.patroni.failsafeMode: false: while the Kubernetes API is unreachable",
+    );
 }
 
 // users and databases

@@ -179,7 +179,7 @@ impl Harness {
 
     /// Waits until the operator reports the current generation's configuration applied
     /// and the cluster Ready.
-    fn wait_applied(&self, what: &str, secs: u64) {
+    pub fn wait_applied(&self, what: &str, secs: u64) {
         wait_for(&format!("{what}: ConfigApplied and Ready"), secs, || {
             let pgc = self.cluster();
             let generation = pgc["metadata"]["generation"].as_i64()?;

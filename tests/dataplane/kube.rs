@@ -85,17 +85,21 @@ impl Kube {
         serde_json::from_str(&out).ok()
     }
 
-    /// Objects of a kind matching a label selector (`""`: all).
+    /// Objects of a kind matching a label selector (`""`: all); none when the API server
+    /// does not answer.
     pub fn list(&self, kind: &str, selector: &str) -> Vec<Value> {
+        self.try_list(kind, selector).unwrap_or_default()
+    }
+
+    /// The same, `None` when the API server does not answer (not the same as no object).
+    pub fn try_list(&self, kind: &str, selector: &str) -> Option<Vec<Value>> {
         let mut args = vec!["get", kind, "-o", "json"];
         if !selector.is_empty() {
             args.extend(["-l", selector]);
         }
-        let Ok(out) = self.try_run(&args, None) else {
-            return Vec::new();
-        };
-        let list: Value = serde_json::from_str(&out).unwrap_or_default();
-        list["items"].as_array().cloned().unwrap_or_default()
+        let out = self.try_run(&args, None).ok()?;
+        let list: Value = serde_json::from_str(&out).ok()?;
+        list["items"].as_array().cloned()
     }
 
     /// A Secret's key, decoded.

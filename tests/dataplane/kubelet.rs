@@ -204,7 +204,10 @@ impl Kubelet {
             let mut tick = 0u64;
             while !prober.stop.load(Ordering::SeqCst) {
                 prober.sync_pods();
-                prober.probe_all();
+                // Every 10 s the readiness is written again even if unchanged, as a
+                // kubelet's status manager re-syncs: something else (the node lifecycle
+                // controller after a silence) may have changed it.
+                prober.probe_all(tick.is_multiple_of(10));
                 prober.refresh_dns();
                 tick += 1;
                 if tick.is_multiple_of(10) {
@@ -788,7 +791,10 @@ impl Kubelet {
     /// its controller then recreates under the same name (a StatefulSet's) is started again
     /// on the same address.
     fn sync_pods(self: &Arc<Self>) {
-        let listed = self.kube.list("pods", "");
+        // No answer is not "no pods": a kubelet keeps its pods while the API is away.
+        let Some(listed) = self.kube.try_list("pods", "") else {
+            return;
+        };
         let object = |name: &str| listed.iter().find(|p| p["metadata"]["name"] == name);
         let gone: Vec<(String, RunningPod)> = {
             let mut pods = self.pods.lock().unwrap();
@@ -872,7 +878,7 @@ impl Kubelet {
 
     /// Readiness: every container runs and passes its readiness probe; written to the
     /// Pod's status when it changes.
-    fn probe_all(&self) {
+    fn probe_all(&self, resync: bool) {
         let snapshot: Vec<ProbeInput> = {
             let pods = self.pods.lock().unwrap();
             pods.iter()
@@ -896,7 +902,7 @@ impl Kubelet {
                 let running = alive.iter().any(|(n, a)| n == cname && *a);
                 ready &= running && probe(&c["readinessProbe"], &ip, c);
             }
-            if was != Some(ready)
+            if (resync || was != Some(ready))
                 && self
                     .kube
                     .patch_status(

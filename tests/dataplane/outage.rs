@@ -1,0 +1,82 @@
+//! The Kubernetes API as Patroni's DCS is a single point of failure unless Patroni's
+//! failsafe mode is on: kube-apiserver frozen (SIGSTOP) for longer than `ttl` while a client
+//! writes through the primary Service, once with `failsafeMode: false` and once with
+//! `true`. What the client saw and what the leader did are measured, not assumed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::Harness;
+use super::day2::Writer;
+use super::kube::wait_for;
+
+/// Longer than `ttl` (30 s) plus a Patroni loop, shorter than the node lifecycle
+/// controller's grace period for a silent node.
+const OUTAGE: Duration = Duration::from_secs(45);
+
+impl Harness {
+    /// One outage; returns (leader before, its role at the end of the outage, rows
+    /// acknowledged, rows lost, longest write gap).
+    fn outage(&mut self, failsafe: bool) -> (String, String, u64, u64, Duration) {
+        self.edit(json!({ "spec": { "patroni": { "failsafeMode": failsafe } } }));
+        self.wait_applied(&format!("failsafeMode {failsafe}"), 120);
+        let leader = self.current_leader();
+        let primary = self.su("dp-primary.dataplane.svc");
+        let writer = Writer::start(primary.clone(), &format!("outage_writes_{failsafe}"));
+        wait_for("the writer running", 60, || {
+            (writer.acked() > 50).then_some(())
+        });
+        self.cluster.pause_api_server();
+        let t = Instant::now();
+        std::thread::sleep(OUTAGE.saturating_sub(Duration::from_secs(3)));
+        let role = self
+            .patroni_state(&leader)
+            .and_then(|s| s["role"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "not answering".into());
+        std::thread::sleep(OUTAGE.saturating_sub(t.elapsed()));
+        self.cluster.resume_api_server();
+        // Settled again: one leader, every other member streaming from it, the Services
+        // and the status following.
+        let members: Vec<String> = self.instance_names();
+        let names: Vec<&str> = members.iter().map(String::as_str).collect();
+        let new_leader = wait_for("a leader after the outage", 180, || self.leader(&names));
+        let replicas: Vec<&str> = names.iter().copied().filter(|m| *m != new_leader).collect();
+        self.check_topology(&new_leader, &replicas);
+        let (acked, lost, gap) = writer.finish(&primary);
+        (leader, role, acked, lost, gap)
+    }
+
+    /// The instance pods that exist now.
+    fn instance_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .kube
+            .list(
+                "pods",
+                "app.kubernetes.io/component=database,pgpilot.io/cluster=dp",
+            )
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn api_server_outage(&mut self, figures: &mut Vec<String>) {
+        for failsafe in [false, true] {
+            let (leader, role, acked, lost, gap) = self.outage(failsafe);
+            assert_eq!(lost, 0, "acknowledged rows lost in an API server outage");
+            if failsafe {
+                assert_eq!(
+                    role, "primary",
+                    "with failsafe mode the leader stays primary through the outage"
+                );
+            }
+            figures.push(format!(
+                "kube-apiserver frozen {} s with failsafeMode {failsafe}: the leader {leader} was {role} at the end of the outage; longest write gap through C-primary {:.1} s, {acked} rows acknowledged, 0 lost",
+                OUTAGE.as_secs(),
+                gap.as_secs_f64()
+            ));
+        }
+    }
+}
