@@ -372,7 +372,7 @@ impl Harness {
                 .kube
                 .list(
                     "pods",
-                    "pgpilot.io/role=primary,app.kubernetes.io/component=database",
+                    "pgpilot.io/role=primary,app.kubernetes.io/component=database,pgpilot.io/cluster=dp",
                 )
                 .iter()
                 .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
