@@ -60,11 +60,10 @@ fn data_plane() {
         // SAFETY: set before any thread of ours reads the environment.
         unsafe { std::env::set_var(devcluster::BIN_DIR_ENV, bin) };
     }
-    if let Some(passed) = node::reexec_inside("data_plane") {
-        assert!(
-            passed,
-            "the data-plane scenario failed (its output is above)"
-        );
+    if let Some(outcome) = node::reexec_inside("data_plane") {
+        if let Err(why) = outcome {
+            panic!("{why}");
+        }
         return;
     }
     let started = Instant::now();
@@ -120,6 +119,7 @@ fn data_plane() {
         println!("  {f}");
     }
     h.stop();
+    node::scenario_completed();
 }
 
 fn check_programs() {

@@ -15,22 +15,50 @@ use std::process::Command;
 /// Set in the re-executed test: we are inside the private namespaces.
 const INSIDE: &str = "PGPILOT_DATAPLANE_NODE";
 
+/// Set in the re-executed test: the file it writes once its scenario has run to the end.
+const DONE: &str = "PGPILOT_DATAPLANE_DONE";
+
 /// Runs `test` (this test binary's test of that name) inside a fresh network and mount
-/// namespace and returns whether it passed; returns `None` when already inside (then the
-/// caller runs the test body).
-pub fn reexec_inside(test: &str) -> Option<bool> {
+/// namespace; `Err` says why it did not pass. A zero exit status is not enough: a filter
+/// that matched no test exits 0 too, so the inner run must also have written its marker
+/// (`scenario_completed`). Returns `None` when already inside (then the caller runs the
+/// test body).
+pub fn reexec_inside(test: &str) -> Option<Result<(), String>> {
     if std::env::var_os(INSIDE).is_some() {
         return None;
     }
+    let marker = PathBuf::from(format!(
+        "/var/tmp/pgpilot-dataplane-{}.done",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&marker);
     let exe = std::env::current_exe().expect("the test binary's path");
     let status = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
+        .env(DONE, &marker)
         .status()
         .expect("running unshare (util-linux; needs root)");
-    Some(status.success())
+    let completed = std::fs::remove_file(&marker).is_ok();
+    Some(match (status.success(), completed) {
+        (true, true) => Ok(()),
+        (true, false) => Err(format!(
+            "the inner run exited 0 but never completed the scenario (no {})",
+            marker.display()
+        )),
+        (false, _) => Err(format!(
+            "the data-plane scenario failed ({status}; its output is above)"
+        )),
+    })
+}
+
+/// Called by the inner run at the very end of its scenario.
+pub fn scenario_completed() {
+    if let Some(marker) = std::env::var_os(DONE) {
+        std::fs::write(marker, "completed\n").expect("writing the completion marker");
+    }
 }
 
 /// The pod network: the address of the `n`-th pod started (1-based), on this namespace's
