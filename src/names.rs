@@ -43,6 +43,14 @@ pub const SUBDOMAIN_MAX: usize = 253;
 pub const SWITCHOVER_ANNOTATION: &str = "pgpilot.io/switchover";
 pub const RESTART_ANNOTATION: &str = "pgpilot.io/restart";
 pub const OPERATION_ANNOTATIONS: [&str; 2] = [RESTART_ANNOTATION, SWITCHOVER_ANNOTATION];
+/// The switchover target that lets pgpilot choose the member.
+pub const SWITCHOVER_ANY: &str = "any";
+
+/// The member (or `any`) a `pgpilot.io/switchover` value names: what precedes an optional
+/// `@word`, which only makes a repeated request new.
+pub fn switchover_target(value: &str) -> &str {
+    value.split('@').next().unwrap_or_default().trim()
+}
 
 pub fn statefulset(cluster: &str) -> String {
     cluster.to_owned()

@@ -94,12 +94,17 @@ pub async fn step(
         return Ok(());
     }
     let mut reloaded = Vec::new();
+    let mut client = None;
     for m in members.iter().filter(|m| behind.contains(&m.name)) {
         let Some(ip) = m.ip else { continue };
         if !ctx.may_reload(&format!("{key}/{}", m.name), RELOAD_EVERY) {
             continue;
         }
-        let client = converge::writer(ctx, namespace, name).await?;
+        // The credentials are read once per pass, and only when a reload is due.
+        if client.is_none() {
+            client = Some(converge::writer(ctx, namespace, name).await?);
+        }
+        let Some(client) = &client else { continue };
         client
             .reload(&converge::endpoint(ip))
             .await

@@ -421,12 +421,15 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         _ => None,
     };
     observation.members = members::views(&members, sync.as_deref());
-    if let (Ok(()), Ok(_), false) = (&result, &rendered, paused) {
+    // The day-2 steps act only on a cluster whose children are applied and not paused.
+    let acting = result.is_ok() && rendered.is_ok() && !paused;
+    if acting {
         observation.rolling =
             rollout::step(&scope, sts.as_ref(), &pods, &members, sync.as_deref()).await;
     }
     // A switchover asked for by annotation, once no rollout runs.
-    if let (Ok(()), Ok(_), false, Ok(())) = (&result, &rendered, paused, &observation.rolling)
+    if acting
+        && observation.rolling.is_ok()
         && let Some(value) = rollout::requested_switchover(&cluster)
     {
         match rollout::requested(&scope, &pods, &members, sync.as_deref(), &value).await {

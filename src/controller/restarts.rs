@@ -19,6 +19,7 @@
 //! standbys; it is pure.
 
 use crate::patroni::MemberState;
+use crate::patroni::member::unnamed_sync_standby;
 use crate::validate::pg_settings::HOT_STANDBY_MINIMUMS;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -47,14 +48,12 @@ pub fn plan(members: &[(String, MemberState)], sync: Option<&[String]>) -> Next 
             return Next::Wait(format!("{name} is not streaming yet"));
         }
     }
-    let has_replicas = members.iter().any(|(_, s)| !s.is_primary());
-    if let Some(named) = sync
-        && has_replicas
-        && !members
-            .iter()
-            .any(|(name, s)| !s.is_primary() && named.contains(name))
-    {
-        return Next::Wait("Patroni names no synchronous standby yet".into());
+    let replicas = members
+        .iter()
+        .filter(|(_, s)| !s.is_primary())
+        .map(|(name, _)| name.as_str());
+    if let Some(why) = unnamed_sync_standby(sync, replicas) {
+        return Next::Wait(why);
     }
     let primary = pending.iter().find(|(_, s)| s.is_primary());
     if let Some((name, s)) = primary

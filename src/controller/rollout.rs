@@ -190,7 +190,7 @@ pub fn choose(
         )));
     };
     let named = |p: &Instance| sync.is_none_or(|names| names.contains(&p.name));
-    let pick = if target == ANY {
+    let pick = if target == names::SWITCHOVER_ANY {
         pods.iter()
             .filter(|p| p.is_streaming_replica() && named(p))
             .min_by_key(|p| (p.lag.unwrap_or(u64::MAX), p.name.clone()))
@@ -230,7 +230,7 @@ pub async fn requested(
     value: &str,
 ) -> Result<LastSwitchover, NotApplied> {
     let Scope { ctx, obj, .. } = *scope;
-    let target = value.split('@').next().unwrap_or_default().trim();
+    let target = names::switchover_target(value);
     let instances = observe(ctx, pods, members, |_| true).await;
     let record =
         |from: Option<String>, to: Option<String>, outcome: &str, message: String| LastSwitchover {
@@ -266,8 +266,6 @@ pub async fn requested(
     }
 }
 
-/// The target that lets pgpilot choose.
-pub const ANY: &str = "any";
 pub const SUCCEEDED: &str = "Succeeded";
 pub const FAILED: &str = "Failed";
 
@@ -468,11 +466,14 @@ pub fn plan(pods: &[Instance], expected: usize, sync: Option<&[String]>) -> Step
     {
         return Step::Wait(format!("{} is not streaming yet", p.name));
     }
-    let named = |p: &Instance| sync.is_none_or(|names| names.contains(&p.name));
-    if sync.is_some() && pods.len() > 1 && !pods.iter().any(|p| p.name != primary.name && named(p))
-    {
-        return Step::Wait("Patroni names no synchronous standby yet".into());
+    let replicas = pods
+        .iter()
+        .filter(|p| p.name != primary.name)
+        .map(|p| p.name.as_str());
+    if let Some(why) = pmember::unnamed_sync_standby(sync, replicas) {
+        return Step::Wait(why);
     }
+    let named = |p: &Instance| sync.is_none_or(|names| names.contains(&p.name));
     let mut outdated: Vec<&Instance> = pods
         .iter()
         .filter(|p| !p.current && p.name != primary.name)

@@ -124,6 +124,22 @@ pub fn sync_standbys(annotation: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// Why a step that could take a standby down must wait: in a synchronous mode (`sync`
+/// holds the standbys Patroni names), a cluster with `replicas` but none of them named has
+/// no member Patroni may promote. `None` when nothing stands in the way.
+pub fn unnamed_sync_standby<'a>(
+    sync: Option<&[String]>,
+    mut replicas: impl Iterator<Item = &'a str>,
+) -> Option<String> {
+    let named = sync?;
+    let mut any = false;
+    let found = replicas.any(|r| {
+        any = true;
+        named.iter().any(|n| n == r)
+    });
+    (any && !found).then(|| "Patroni names no synchronous standby yet".to_owned())
+}
+
 /// Bytes of WAL a member is behind the leader, when both published a position.
 pub fn lag_bytes(member: &Member, leader: &Member) -> Option<u64> {
     let at = member.status.as_ref()?.xlog_location?;

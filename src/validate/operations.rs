@@ -60,7 +60,7 @@ fn switchover(
     value: &str,
     e: &mut Errors,
 ) {
-    let target = value.split('@').next().unwrap_or_default();
+    let target = names::switchover_target(value);
     let name = new.metadata.name.as_deref().unwrap_or_default();
     let status = old.and_then(|o| o.status.as_ref());
     let Some(status) = status.filter(|s| s.primary.is_some()) else {
@@ -70,7 +70,7 @@ fn switchover(
             "a switchover needs a running cluster with an elected primary",
         );
     };
-    if target == "any" {
+    if target == names::SWITCHOVER_ANY {
         return;
     }
     let prefix = format!("{name}-");
