@@ -151,6 +151,24 @@ impl Harness {
             .sum()
     }
 
+    /// `kind/name: record` for each child of the dp cluster of these kinds.
+    pub fn child_records(&self, kinds: &[&str], record: impl Fn(&Value) -> String) -> Vec<String> {
+        let mut v = Vec::new();
+        for kind in kinds {
+            for o in self
+                .kube
+                .list(kind, &format!("pgpilot.io/cluster={CLUSTER}"))
+            {
+                v.push(format!(
+                    "{kind}/{}: {}",
+                    o["metadata"]["name"].as_str().unwrap_or_default(),
+                    record(&o)
+                ));
+            }
+        }
+        v
+    }
+
     /// Events about PostgresClusters (`cluster`, or any) with `reason` (or any).
     pub fn cluster_events(&self, cluster: Option<&str>, reason: Option<&str>) -> Vec<Value> {
         self.kube
@@ -217,19 +235,11 @@ impl Harness {
             .collect()
     }
 
-    fn pod_uids(&self) -> BTreeMap<String, String> {
-        MEMBERS
-            .iter()
-            .map(|m| {
-                let pod = self.kube.get("pod", m).expect("the pod");
-                (
-                    m.to_string(),
-                    pod["metadata"]["uid"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                )
-            })
+    /// Pod name → UID of those of `members` that exist.
+    pub fn pod_uids(&self, members: &[&str]) -> BTreeMap<String, String> {
+        self.pods_meta(members)
+            .into_iter()
+            .map(|(m, (uid, _))| (m, uid))
             .collect()
     }
 
@@ -255,7 +265,7 @@ impl Harness {
             "app",
         );
         owner.query("SELECT 1");
-        let (uids, started) = (self.pod_uids(), self.start_times());
+        let (uids, started) = (self.pod_uids(&MEMBERS), self.start_times());
         let mut hba = self.pg_hba();
         hba.insert(0, "host all app_owner 0.0.0.0/0 reject".into());
         let t = Instant::now();
@@ -273,7 +283,7 @@ impl Harness {
             "{refused}"
         );
         self.wait_applied("work_mem and pg_hba", 60);
-        assert_eq!(self.pod_uids(), uids, "a reload replaced a pod");
+        assert_eq!(self.pod_uids(&MEMBERS), uids, "a reload replaced a pod");
         assert_eq!(self.start_times(), started, "a reload restarted PostgreSQL");
         figures.push(format!(
             "reload-only edit (work_mem, a pg_hba rule) live on all 3 members: {:.1} s after kubectl patch (loopWait {loop_wait} s), no pod replaced, no PostgreSQL restarted",
@@ -401,26 +411,20 @@ impl Harness {
                 .map(|o| o["metadata"]["resourceVersion"].clone())
         };
         let children = || {
-            let mut v = Vec::new();
-            for kind in [
+            let kinds = [
                 "statefulset",
                 "configmap",
                 "secret",
                 "service",
                 "cronjob",
                 "deployment",
-            ] {
-                for o in self.kube.list(kind, "pgpilot.io/cluster=dp") {
-                    v.push(format!(
-                        "{kind}/{}@{}",
-                        o["metadata"]["name"].as_str().unwrap_or_default(),
-                        o["metadata"]["resourceVersion"]
-                            .as_str()
-                            .unwrap_or_default()
-                    ));
-                }
-            }
-            v
+            ];
+            self.child_records(&kinds, |o| {
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
         };
         let events = || self.occurrences(None, None);
         // Quiet first: no WAL in flight, so no member's published position moves.

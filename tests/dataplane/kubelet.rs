@@ -621,24 +621,8 @@ impl Kubelet {
                 let _ = std::fs::remove_dir_all(&dir);
                 if v.get("emptyDir").is_some() {
                     self.make_dir(&dir, 0o1777);
-                } else if let Some(cm) = v.get("configMap") {
-                    let obj = self
-                        .kube
-                        .get("configmap", cm["name"].as_str().unwrap_or_default())
-                        .expect("the ConfigMap exists");
-                    self.project(
-                        &dir,
-                        &obj["data"],
-                        cm,
-                        |v| v.as_str().map(str::to_owned),
-                        0o644,
-                    );
-                } else if let Some(s) = v.get("secret") {
-                    let obj = self
-                        .kube
-                        .get("secret", s["secretName"].as_str().unwrap_or_default())
-                        .expect("the Secret exists");
-                    self.project(&dir, &obj["data"], s, decode, 0o644);
+                } else if let Some(found) = self.project_object(&dir, v) {
+                    assert!(found, "the ConfigMap or Secret of volume {name} exists");
                 } else if let Some(p) = v.get("projected") {
                     self.projected(&dir, pod, p);
                 } else {
@@ -765,24 +749,37 @@ impl Kubelet {
                 let Some(dir) = v["name"].as_str().and_then(|n| volumes.get(n)) else {
                     continue;
                 };
-                if let Some(cm) = v.get("configMap") {
-                    let name = cm["name"].as_str().unwrap_or_default();
-                    if let Some(obj) = self.kube.get("configmap", name) {
-                        self.project(
-                            dir,
-                            &obj["data"],
-                            cm,
-                            |v| v.as_str().map(str::to_owned),
-                            0o644,
-                        );
-                    }
-                } else if let Some(secret) = v.get("secret") {
-                    let name = secret["secretName"].as_str().unwrap_or_default();
-                    if let Some(obj) = self.kube.get("secret", name) {
-                        self.project(dir, &obj["data"], secret, decode, 0o644);
-                    }
-                }
+                // A missing object leaves the files as they are, as a kubelet does.
+                self.project_object(dir, v);
             }
+        }
+    }
+
+    /// Writes a ConfigMap or Secret volume `v` into `dir` from its object as stored now;
+    /// `None` for other kinds of volume, `Some(false)` when the object does not exist.
+    fn project_object(&self, dir: &Path, v: &Value) -> Option<bool> {
+        if let Some(cm) = v.get("configMap") {
+            let name = cm["name"].as_str().unwrap_or_default();
+            let obj = self.kube.get("configmap", name);
+            if let Some(obj) = &obj {
+                self.project(
+                    dir,
+                    &obj["data"],
+                    cm,
+                    |v| v.as_str().map(str::to_owned),
+                    0o644,
+                );
+            }
+            Some(obj.is_some())
+        } else if let Some(secret) = v.get("secret") {
+            let name = secret["secretName"].as_str().unwrap_or_default();
+            let obj = self.kube.get("secret", name);
+            if let Some(obj) = &obj {
+                self.project(dir, &obj["data"], secret, decode, 0o644);
+            }
+            Some(obj.is_some())
+        } else {
+            None
         }
     }
 

@@ -48,7 +48,7 @@ impl Harness {
     }
 
     /// The instance pods that exist now.
-    fn instance_names(&self) -> Vec<String> {
+    pub fn instance_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .kube
             .list(

@@ -17,7 +17,12 @@ const MEMBERS: [&str; 3] = ["dp-0", "dp-1", "dp-2"];
 impl Harness {
     /// Pod name → (UID, creation time) of the instance pods.
     fn instance_pods(&self) -> BTreeMap<String, (String, String)> {
-        MEMBERS
+        self.pods_meta(&MEMBERS)
+    }
+
+    /// Pod name → (UID, creation time) of those of `members` that exist.
+    pub fn pods_meta(&self, members: &[&str]) -> BTreeMap<String, (String, String)> {
+        members
             .iter()
             .filter_map(|m| {
                 let pod = self.kube.get("pod", m)?;
@@ -110,7 +115,7 @@ impl Harness {
             .filter(|m| *m != new_leader)
             .collect();
         self.check_topology(&new_leader, &replicas);
-        let (acked, lost, gap) = self.finish_writer(writer);
+        let (acked, lost, gap) = writer.finish(&primary);
 
         // The old primary's pod was replaced last.
         let mut order: Vec<(&String, &str)> =
@@ -319,9 +324,5 @@ impl Harness {
             "spec.paused: a resources change and pgpilot.io/restart held for 15 s with no pod replaced and the StatefulSet untouched; resumed, one rollout of both in {:.1} s",
             t.elapsed().as_secs_f64()
         ));
-    }
-
-    fn finish_writer(&self, writer: Writer) -> (u64, u64, Duration) {
-        writer.finish(&self.su("dp-primary.dataplane.svc"))
     }
 }

@@ -3,22 +3,18 @@
 //! Job) and pools connections (pgBouncer); started again, the operator writes nothing but
 //! the cluster's status, which catches up.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::day2::Writer;
 use super::kube::wait_for;
 use super::{CLUSTER, Harness};
 
-const MEMBERS: [&str; 5] = ["dp-0", "dp-1", "dp-2", "dp-3", "dp-4"];
-
 impl Harness {
     /// Every write to a child of the cluster other than a status update (which the
     /// workload controllers make): `kind/name` with its `managedFields` entries outside
     /// the status subresource (manager, operation, time), which any write moves.
     fn children_versions(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        for kind in [
+        let kinds = [
             "statefulset",
             "configmap",
             "secret",
@@ -29,44 +25,22 @@ impl Harness {
             "serviceaccount",
             "role",
             "rolebinding",
-        ] {
-            for o in self
-                .kube
-                .list(kind, &format!("pgpilot.io/cluster={CLUSTER}"))
-            {
-                let writes: Vec<String> = o["metadata"]["managedFields"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|f| f["subresource"].is_null())
-                    .map(|f| format!("{} {} {}", f["manager"], f["operation"], f["time"]))
-                    .collect();
-                v.push(format!(
-                    "{kind}/{}: {}",
-                    o["metadata"]["name"].as_str().unwrap_or_default(),
-                    writes.join("; ")
-                ));
-            }
-        }
-        v
-    }
-
-    fn member_uids(&self, members: &[&str]) -> BTreeMap<String, String> {
-        members
-            .iter()
-            .filter_map(|m| {
-                let pod = self.kube.get("pod", m)?;
-                Some((m.to_string(), pod["metadata"]["uid"].as_str()?.to_owned()))
-            })
-            .collect()
+        ];
+        self.child_records(&kinds, |o| {
+            let writes: Vec<String> = o["metadata"]["managedFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| f["subresource"].is_null())
+                .map(|f| format!("{} {} {}", f["manager"], f["operation"], f["time"]))
+                .collect();
+            writes.join("; ")
+        })
     }
 
     pub fn without_operator(&mut self, figures: &mut Vec<String>) {
-        let members: Vec<&str> = MEMBERS
-            .iter()
-            .copied()
-            .filter(|m| self.kube.get("pod", m).is_some())
-            .collect();
+        let names = self.instance_names();
+        let members: Vec<&str> = names.iter().map(String::as_str).collect();
         let pgc = self.kube.get("postgrescluster", CLUSTER).expect("cluster");
         let ttl = pgc["spec"]["patroni"]["ttl"].as_u64().unwrap_or(30);
         let loop_wait = pgc["spec"]["patroni"]["loopWait"].as_u64().unwrap_or(10);
@@ -110,11 +84,11 @@ impl Harness {
             .copied()
             .find(|m| *m != new_leader)
             .expect("a replica");
-        let uid = self.member_uids(&[victim]);
+        let uid = self.pod_uids(&[victim]);
         let t = Instant::now();
         self.kube.run(&["delete", "pod", victim, "--wait=false"]);
         wait_for(&format!("{victim} recreated and streaming"), 240, || {
-            let now = self.member_uids(&[victim]);
+            let now = self.pod_uids(&[victim]);
             let replaced = now.get(victim).is_some_and(|u| Some(u) != uid.get(victim));
             let streaming = self
                 .patroni_state(victim)
@@ -150,7 +124,7 @@ impl Harness {
                 .then_some(())
         });
         let children = self.children_versions();
-        let uids = self.member_uids(&members);
+        let uids = self.pod_uids(&members);
         let t = Instant::now();
         self.operator
             .start_again()
@@ -166,11 +140,7 @@ impl Harness {
             children,
             "the operator wrote a child"
         );
-        assert_eq!(
-            self.member_uids(&members),
-            uids,
-            "the operator replaced a pod"
-        );
+        assert_eq!(self.pod_uids(&members), uids, "the operator replaced a pod");
         figures.push(format!(
             "operator stopped: kill -9 of the leader → {new_leader} promoted in {:.1} s, 0 of {acked} acknowledged rows lost (longest write gap {:.1} s); a deleted replica pod recreated and streaming in {:.1} s; an incremental backup in {:.1} s; the pooler serving. Operator started again: status caught up in {:.1} s, no child written, no pod replaced",
             failover.as_secs_f64(),
