@@ -33,7 +33,8 @@ bench:
 certs:
 	bash webhook-certs/generate.sh
 
-## Randomized robustness run of the webhook: 100 000 mutated AdmissionReviews (FUZZ_CASES=N).
+## Randomized robustness run of the webhook: 100 000 mutated AdmissionReviews from a fresh
+## seed (FUZZ_CASES=N, FUZZ_SEED=N to replay). `make test` runs a seeded 5 000-case run.
 fuzz:
 	$(CARGO) test --release --test webhook_fuzz -- --ignored --nocapture
 

@@ -3,6 +3,7 @@
 //! Prints the ratio after criterion's own report.
 
 use std::hint::black_box;
+use std::time::SystemTime;
 
 use criterion::Criterion;
 use pgpilot::api::PostgresCluster;
@@ -46,23 +47,30 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Mean time of a finished criterion benchmark, in nanoseconds.
-fn mean_ns(id: &str) -> Option<f64> {
+/// Mean time of a criterion benchmark measured by this run (`since` its start), in
+/// nanoseconds. None when this run did not measure it: under `cargo test` each benchmark
+/// runs once, unmeasured, and the estimates on disk are an earlier run's.
+fn mean_ns(id: &str, since: SystemTime) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into());
     let path = format!("{dir}/criterion/admission/{id}/new/estimates.json");
+    let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if written < since {
+        return None;
+    }
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     v["mean"]["point_estimate"].as_f64()
 }
 
 fn main() {
+    let started = SystemTime::now();
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
     c.final_summary();
     if let (Some(base), Some(create), Some(update)) = (
-        mean_ns("baseline_deserialize"),
-        mean_ns("resolve_validate"),
-        mean_ns("resolve_validate_update"),
+        mean_ns("baseline_deserialize", started),
+        mean_ns("resolve_validate", started),
+        mean_ns("resolve_validate_update", started),
     ) {
         println!(
             "\nbaseline (deserialize the sample): {:.1} µs",

@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod devcluster;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod patroni;
 pub mod pgprobe;

@@ -179,10 +179,13 @@ async fn serve(
     config: Config,
 ) -> Result<(), String> {
     let shutdown = CancellationToken::new();
+    // One set for the process: the webhook serves the controller's figures too.
+    let metrics = std::sync::Arc::new(pgpilot::metrics::Metrics::default());
     let mut parts = JoinSet::new();
     parts.spawn(cancel_on_signal(shutdown.clone()));
     if let Some(args) = webhook {
-        let settings = webhook::Settings::new(args.listen, args.cert_dir, config.clone());
+        let mut settings = webhook::Settings::new(args.listen, args.cert_dir, config.clone());
+        settings.metrics = metrics.clone();
         let webhook = Webhook::bind(settings).await.map_err(|e| e.to_string())?;
         parts.spawn(webhook.serve(shutdown.clone()));
     }
@@ -191,6 +194,7 @@ async fn serve(
         let settings = pgpilot::controller::Settings {
             lease_namespace: args.lease_namespace(),
             resync: std::time::Duration::from_secs(args.resync_seconds),
+            metrics,
         };
         parts.spawn(pgpilot::controller::run_elected(
             client,

@@ -278,6 +278,24 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 
+    /// Waits until the operator has had time for `rounds` more resyncs (every 5 s here) of
+    /// every cluster *and* has finished that many more passes (its successful reconciles,
+    /// from its metrics): a check that nothing changed then follows real resyncs, however
+    /// slow the machine.
+    fn wait_for_resyncs(&self, rounds: u64) {
+        const RECONCILED: &str = "pgpilot_controller_reconciles_total{result=\"ok\"}";
+        let start = Instant::now();
+        let reconciled = || self.operator.metric(RECONCILED).ok();
+        let clusters = self.kube.list("postgresclusters", "").len() as u64;
+        let target = wait_for("the operator's metrics", 30, reconciled) + rounds * clusters;
+        let floor = Duration::from_secs(5 * rounds);
+        wait_for(
+            &format!("{rounds} rounds of resyncs ({target} reconciles)"),
+            60 + 100 * rounds,
+            || (start.elapsed() >= floor && reconciled()? >= target).then_some(()),
+        );
+    }
+
     fn su(&self, host: &str) -> Conn {
         Conn::new(host, "postgres", &self.superuser, "postgres")
     }

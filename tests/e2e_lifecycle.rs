@@ -52,7 +52,7 @@ fn secrets_never_change_and_a_crash_converges() {
     eventually("the new user's Secret", Duration::from_secs(90), || {
         (!jsonpath(&ns, "secret/minimal-user-app", "{.data.password}").is_empty()).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for_resyncs(&ENV.operator, 2);
     let after: String = secrets(&ns)
         .lines()
         .filter(|l| !l.starts_with("minimal-user-app="))
@@ -70,15 +70,15 @@ fn an_unchanged_cluster_costs_no_writes() {
     let ns = namespace("quiet");
     apply_minimal(&ns);
     wait_reconciled(&ns);
-    // Let the creation settle (the StatefulSet controller's own status updates).
-    eventually("a quiet API server", Duration::from_secs(30), || {
+    // Let the creation settle (the StatefulSet controller's own status updates): a round
+    // of resyncs of every cluster with no write.
+    eventually("a quiet API server", Duration::from_secs(120), || {
         let a = writes();
-        std::thread::sleep(Duration::from_secs(2));
+        wait_for_resyncs(&ENV.operator, 1);
         (writes() == a).then_some(())
     });
     let before = writes();
-    // Three resyncs of every cluster in the control plane.
-    std::thread::sleep(Duration::from_secs(10));
+    wait_for_resyncs(&ENV.operator, 3);
     assert_eq!(
         writes(),
         before,
@@ -103,8 +103,25 @@ fn of_two_operators_only_the_leader_acts() {
 
     let second = operator(&ENV.cluster, "second.log", &[]);
     let second_log = ENV.cluster.work_dir().join("second.log");
-    std::thread::sleep(Duration::from_secs(8));
+    // The second tries for the lease when it starts and at each renewal interval after:
+    // two renewals by the first while the second runs span at least one of its tries.
+    let renewed = || jsonpath("default", "lease/pgpilot-controller", "{.spec.renewTime}");
+    let mut renewals = vec![renewed()];
+    eventually("two renewals of the lease", Duration::from_secs(60), || {
+        let now = renewed();
+        if renewals.last() != Some(&now) {
+            renewals.push(now);
+        }
+        (renewals.len() >= 3).then_some(())
+    });
     assert_eq!(holder(), first, "the lease stays with the first operator");
+    assert_eq!(second.metric("pgpilot_controller_leader").unwrap(), 0);
+    assert_eq!(
+        second.metric(RECONCILED).unwrap(),
+        0,
+        "the second reconciled"
+    );
+    assert_eq!(ENV.operator.metric("pgpilot_controller_leader").unwrap(), 1);
     let log = std::fs::read_to_string(&second_log).unwrap_or_default();
     assert!(
         !log.contains("leading") && !log.contains("Created"),

@@ -5,11 +5,19 @@
 //! uid, or a 4xx; no panic (a panic would surface as a 500), and every patch must apply and
 //! yield exactly the resolved object.
 //!
-//! Ignored in `cargo test` for time; `make fuzz` runs it in release mode. `FUZZ_CASES`
-//! overrides the count.
+//! A second oracle does not use `resolve`: every patched object, sent back as the API
+//! server would send it, gets no further patch (a resolved spec is a fixed point), and
+//! every object both webhooks admit renders its children.
+//!
+//! `cargo test` runs a bounded, seeded run (5 000 cases, the same seed every time) and
+//! asserts that each kind of answer occurs; `make fuzz` runs 100 000 cases in release mode
+//! with a fresh seed. Both print their seed: `FUZZ_SEED=N` replays a run, `FUZZ_CASES=N`
+//! sets its length.
 
 mod support;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -17,15 +25,23 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use pgpilot::config::Config;
 use pgpilot::manifest::from_value;
+use pgpilot::render::render;
 use pgpilot::resolve::resolve;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+use proptest::test_runner::{
+    Config as RunnerConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner,
+};
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
-use support::reviews::{patched, review, samples};
+use support::reviews::{patch, patched, review, samples};
 
-const DEFAULT_CASES: u32 = 100_000;
+/// The bounded run of `cargo test`: its length and its seed, fixed so that every run of the
+/// suite checks the same cases.
+const BOUNDED_CASES: u32 = 5_000;
+const BOUNDED_SEED: u64 = 0x5047_5049_4c4f_5431;
+/// The long run of `make fuzz`.
+const LONG_CASES: u32 = 100_000;
 
 #[derive(Clone, Debug)]
 enum Mutation {
@@ -306,31 +322,102 @@ fn check(
     Ok(())
 }
 
-#[test]
-#[ignore = "long: run with `make fuzz`"]
-fn randomized_reviews_always_get_a_well_formed_answer() {
-    let cases = std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
-    let samples: Vec<Value> = samples().into_iter().map(|(_, v)| v).collect();
-    let app = pgpilot::webhook::app(Config::default(), Duration::from_secs(10));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let send = |path: &str, body: Vec<u8>| {
+/// The webhook's router, called in-process.
+struct Webhook {
+    app: axum::Router,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Webhook {
+    fn new() -> Webhook {
+        Webhook {
+            app: pgpilot::webhook::app(Config::default(), Duration::from_secs(10)),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn send(&self, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         let request = Request::post(path)
             .header("content-type", "application/json")
             .body(Body::from(body))
             .unwrap();
-        runtime.block_on(async {
-            let response = app.clone().oneshot(request).await.unwrap();
+        self.runtime.block_on(async {
+            let response = self.app.clone().oneshot(request).await.unwrap();
             let status = response.status();
             let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            (status, bytes)
+            (status, bytes.to_vec())
         })
+    }
+}
+
+/// What came of a run: answers by endpoint and kind, and how often the second oracle ran.
+#[derive(Default, Debug)]
+struct Tally {
+    verdicts: BTreeMap<String, u32>,
+    /// Patched objects sent back to `/mutate` and found to be fixed points.
+    fixed_points: u32,
+    /// Patched objects that `/validate` admitted and that rendered.
+    rendered: u32,
+}
+
+/// The second oracle, on an object `/mutate` patched: as the API server would, send it to
+/// `/mutate` again (a resolved spec gets no patch) and to `/validate`; an object admitted
+/// there must render.
+fn check_admitted(
+    webhook: &Webhook,
+    review: &Value,
+    object: Value,
+    tally: &mut Tally,
+) -> Result<(), TestCaseError> {
+    let mut again = review.clone();
+    again["request"]["object"] = object.clone();
+    let body = serde_json::to_vec(&again).unwrap();
+    let built = Built {
+        body: body.clone(),
+        review: Some(again),
     };
+    let (status, answer) = webhook.send("/mutate", body.clone());
+    check(&built, "/mutate", status, &answer)?;
+    let response = &serde_json::from_slice::<Value>(&answer).unwrap()["response"];
+    prop_assert_eq!(
+        &response["allowed"],
+        true,
+        "a patched object denied on its way back: {}",
+        response
+    );
+    prop_assert!(
+        response.get("patch").is_none() || patch(response).0.is_empty(),
+        "a resolved object patched again: {}",
+        response
+    );
+    tally.fixed_points += 1;
+
+    let (status, answer) = webhook.send("/validate", body);
+    check(&built, "/validate", status, &answer)?;
+    if serde_json::from_slice::<Value>(&answer).unwrap()["response"]["allowed"] == true {
+        let mut cluster = from_value(object)
+            .map_err(|e| TestCaseError::fail(format!("an admitted object does not read: {e}")))?;
+        cluster.metadata.namespace.get_or_insert("default".into());
+        let rendered = std::panic::catch_unwind(|| render(&cluster))
+            .map_err(|_| TestCaseError::fail("rendering an admitted object panicked"))?;
+        prop_assert!(
+            rendered.is_ok(),
+            "an admitted object does not render: {:?}",
+            rendered.err()
+        );
+        tally.rendered += 1;
+    }
+    Ok(())
+}
+
+/// `cases` mutated reviews from `seed`, each checked by both oracles.
+fn run(cases: u32, seed: u64) -> Tally {
+    println!("fuzz: {cases} reviews, seed {seed} (FUZZ_SEED={seed} replays this run)");
+    let samples: Vec<Value> = samples().into_iter().map(|(_, v)| v).collect();
+    let webhook = Webhook::new();
 
     // Fixed extremes first: oversized and absurdly nested bodies.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -340,18 +427,27 @@ fn randomized_reviews_always_get_a_well_formed_answer() {
         ("4 MiB", big, StatusCode::PAYLOAD_TOO_LARGE),
     ] {
         for path in ["/mutate", "/validate"] {
-            assert_eq!(send(path, body.clone()).0, expected, "{path} {name}");
+            assert_eq!(
+                webhook.send(path, body.clone()).0,
+                expected,
+                "{path} {name}"
+            );
         }
     }
 
     let started = Instant::now();
-    let mut runner = TestRunner::new(RunnerConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 2_000,
-        ..RunnerConfig::default()
-    });
-    let verdicts = std::cell::RefCell::new(std::collections::BTreeMap::<String, u32>::new());
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        RunnerConfig {
+            cases,
+            failure_persistence: None,
+            max_shrink_iters: 2_000,
+            ..RunnerConfig::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &key),
+    );
+    let tally = RefCell::new(Tally::default());
     let result = runner.run(&case(), |case| {
         let built = build(&case, &samples);
         let path = if case.validate {
@@ -359,25 +455,76 @@ fn randomized_reviews_always_get_a_well_formed_answer() {
         } else {
             "/mutate"
         };
-        let (status, answer) = send(path, built.body.clone());
-        let verdict = match serde_json::from_slice::<Value>(&answer) {
-            Ok(v) if v["response"]["patch"].is_string() => "patched",
-            Ok(v) if v["response"]["allowed"] == true => "allowed",
-            Ok(_) if status == StatusCode::OK => "denied",
+        let (status, answer) = webhook.send(path, built.body.clone());
+        let parsed = serde_json::from_slice::<Value>(&answer).ok();
+        let verdict = match &parsed {
+            Some(v) if v["response"]["patch"].is_string() => "patched",
+            Some(v) if v["response"]["allowed"] == true => "allowed",
+            Some(_) if status == StatusCode::OK => "denied",
             _ => status.as_str(),
         };
-        *verdicts
+        *tally
             .borrow_mut()
+            .verdicts
             .entry(format!("{path} {verdict}"))
             .or_default() += 1;
-        check(&built, path, status, &answer)
+        check(&built, path, status, &answer)?;
+        if verdict == "patched" {
+            let review = built.review.as_ref().unwrap();
+            let object = patched(&review["request"]["object"], &parsed.unwrap()["response"]);
+            check_admitted(&webhook, review, object, &mut tally.borrow_mut())?;
+        }
+        Ok(())
     });
+    let tally = tally.into_inner();
     println!(
-        "{cases} reviews in {:?}: {:#?}",
-        started.elapsed(),
-        verdicts.borrow()
+        "fuzz: {cases} reviews in {:?}: {tally:#?}",
+        started.elapsed()
     );
     if let Err(e) = result {
-        panic!("{e}");
+        panic!("seed {seed}: {e}");
     }
+    tally
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn a_seeded_run_gets_every_kind_of_answer_and_each_well_formed() {
+    let tally = run(
+        env_or("FUZZ_CASES", BOUNDED_CASES),
+        env_or("FUZZ_SEED", BOUNDED_SEED),
+    );
+    for kind in [
+        "/mutate patched",
+        "/mutate allowed",
+        "/mutate denied",
+        "/mutate 400",
+        "/validate allowed",
+        "/validate denied",
+        "/validate 400",
+    ] {
+        assert!(
+            tally.verdicts.get(kind).is_some_and(|&n| n > 0),
+            "no {kind:?} answer in the run: {tally:#?}"
+        );
+    }
+    assert!(
+        tally.fixed_points > 0 && tally.rendered > 0,
+        "the second oracle never ran: {tally:#?}"
+    );
+}
+
+#[test]
+#[ignore = "long: run with `make fuzz`"]
+fn randomized_reviews_always_get_a_well_formed_answer() {
+    run(
+        env_or("FUZZ_CASES", LONG_CASES),
+        env_or("FUZZ_SEED", rand::random()),
+    );
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
@@ -26,7 +26,14 @@ struct Tally {
 
 /// Posts the sample until `stop`: on a fresh, CA-verified connection per request, or on one
 /// connection opened up front and kept alive throughout.
-async fn load(client: Client, http: Http, keep_alive: bool, stop: Arc<AtomicBool>) -> Tally {
+/// `answered` counts the successful requests as they happen, for the test to wait on.
+async fn load(
+    client: Client,
+    http: Http,
+    keep_alive: bool,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+) -> Tally {
     let request = body(&review(
         "load",
         "CREATE",
@@ -52,7 +59,8 @@ async fn load(client: Client, http: Http, keep_alive: bool, stop: Arc<AtomicBool
         }
         match conn.post("/mutate", request.clone()).await {
             Ok((StatusCode::OK, answer)) if response(&answer, "load")["allowed"] == true => {
-                tally.ok += 1
+                tally.ok += 1;
+                answered.fetch_add(1, Ordering::Relaxed);
             }
             Ok((status, answer)) => tally
                 .failures
@@ -71,6 +79,7 @@ async fn rotation_under_load_fails_no_request_and_serves_the_new_certificate_wit
     let server = TestServer::start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = JoinSet::new();
+    let mut progress = Vec::new();
     for (http, keep_alive) in [
         (Http::H1, false),
         (Http::H1, false),
@@ -78,10 +87,19 @@ async fn rotation_under_load_fails_no_request_and_serves_the_new_certificate_wit
         (Http::H1, true),
         (Http::H2, true),
     ] {
-        let task = load(server.client.clone(), http, keep_alive, stop.clone());
+        let answered = Arc::new(AtomicUsize::new(0));
+        progress.push(answered.clone());
+        let task = load(
+            server.client.clone(),
+            http,
+            keep_alive,
+            stop.clone(),
+            answered,
+        );
         clients.spawn(async move { (keep_alive, task.await) });
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every client under way before the swap.
+    let under_way = every_client_answered(&progress, &[]).await;
 
     let renewed = server.ca.issue(2);
     assert_ne!(renewed.der, server.first.der);
@@ -99,9 +117,12 @@ async fn rotation_under_load_fails_no_request_and_serves_the_new_certificate_wit
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // Keep the load on after the switch, so requests straddle it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Keep the load on after the switch until every client has had two more answers, so
+    // requests straddle it and each fresh-connection client opened one after it.
+    let at_switch: Vec<usize> = progress.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    every_client_answered(&progress, &at_switch).await;
     stop.store(true, Ordering::Relaxed);
+    assert!(under_way.iter().zip(&at_switch).all(|(a, b)| a <= b));
 
     let mut total = 0;
     while let Some(joined) = clients.join_next().await {
@@ -175,9 +196,24 @@ async fn a_broken_pair_is_refused_and_the_served_certificate_kept() {
             vec![("ca.crt", ca), ("tls.crt", renewed.cert_pem.as_bytes())],
         ),
     ];
+    // Each state is waited for by its own count, so a poll delayed past the next publish
+    // (a busy machine) cannot skip one.
+    let mut refused = 0;
     for (name, files) in &broken {
+        let (counter, before) = if files.len() == 3 {
+            refused += 1;
+            (FAILED_RELOADS, refused - 1)
+        } else {
+            // A missing key is a read error, retried each tick and not counted as a reload.
+            (READ_ERRORS, metric(&server, READ_ERRORS).await)
+        };
         server.certs.publish_files(files);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen = wait_for_metric(&server, counter, |n| n > before).await;
+        assert_eq!(
+            metric(&server, FAILED_RELOADS).await,
+            refused,
+            "after {name} (the {counter} count is {seen})"
+        );
         let mut conn = server.client.connect(Http::H1).await.unwrap();
         assert_eq!(conn.peer_cert, server.first.der, "after {name}");
         assert_eq!(
@@ -186,17 +222,8 @@ async fn a_broken_pair_is_refused_and_the_served_certificate_kept() {
             "after {name}"
         );
     }
-    let (_, metrics) = server.client.get("/metrics").await.unwrap();
-    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
-    // The missing key is a read error, retried each tick and not counted as a reload.
-    let refused = format!(
-        "pgpilot_webhook_certificate_reloads_total{{result=\"failed\"}} {}",
-        broken.len() - 1
-    );
-    assert!(
-        metrics.lines().any(|l| l == refused),
-        "{refused:?} in\n{metrics}"
-    );
+    assert_eq!(refused, broken.len() as u64 - 1);
+    assert_eq!(metric(&server, RELOADS_OK).await, 0);
 
     // A good pair after broken ones is picked up.
     server.certs.publish(&server.ca, &renewed);
@@ -207,5 +234,56 @@ async fn a_broken_pair_is_refused_and_the_served_certificate_kept() {
             "the good pair is not served"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const FAILED_RELOADS: &str = "pgpilot_webhook_certificate_reloads_total{result=\"failed\"}";
+const RELOADS_OK: &str = "pgpilot_webhook_certificate_reloads_total{result=\"ok\"}";
+const READ_ERRORS: &str = "pgpilot_webhook_certificate_read_errors_total";
+
+/// The value of one series of the server's `/metrics`.
+async fn metric(server: &TestServer, series: &str) -> u64 {
+    let (_, metrics) = server.client.get("/metrics").await.unwrap();
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
+/// Polls `series` until `done` holds for its value (30 s at most); returns the value.
+async fn wait_for_metric(server: &TestServer, series: &str, done: impl Fn(u64) -> bool) -> u64 {
+    let start = Instant::now();
+    loop {
+        let value = metric(server, series).await;
+        if done(value) {
+            return value;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{series} stayed at {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until each client's count of answers is at least 2 beyond `since` (1 beyond zero
+/// when `since` is empty); returns the counts then.
+async fn every_client_answered(progress: &[Arc<AtomicUsize>], since: &[usize]) -> Vec<usize> {
+    let start = Instant::now();
+    loop {
+        let now: Vec<usize> = progress.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        let enough = now.iter().enumerate().all(|(i, &n)| match since.get(i) {
+            Some(&then) => n >= then + 2,
+            None => n >= 1,
+        });
+        if enough {
+            return now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "a load client stalled: {now:?} answers (from {since:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

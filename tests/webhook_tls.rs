@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -517,11 +518,18 @@ async fn a_request_that_takes_too_long_gets_a_408() {
 
 #[tokio::test]
 async fn shutdown_finishes_requests_in_flight_then_refuses_connections() {
+    // The handler says when it runs, so the shutdown comes while the request is in flight
+    // however slowly the client got there.
+    let started = Arc::new(tokio::sync::Notify::new());
     let routes = Router::new().route(
         "/slow",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            "done"
+        get({
+            let started = started.clone();
+            move || async move {
+                started.notify_one();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                "done"
+            }
         }),
     );
     let server = TestServer::start_with(Options {
@@ -532,7 +540,9 @@ async fn shutdown_finishes_requests_in_flight_then_refuses_connections() {
     let client = server.client.clone();
     let mut conn = client.connect(Http::H1).await.unwrap();
     let in_flight = tokio::spawn(async move { conn.get("/slow").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(30), started.notified())
+        .await
+        .expect("the request reaches the handler");
 
     let stopped = server.shut_down();
     let (status, text) = in_flight.await.unwrap().unwrap();

@@ -87,6 +87,8 @@ pub struct Settings {
     pub lease_namespace: String,
     /// How often an unchanged cluster is looked at again.
     pub resync: Duration,
+    /// Where reconciles and leadership are counted (served by the webhook's `/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Shared state of the reconciler.
@@ -108,10 +110,16 @@ pub struct Context {
     certificates: Mutex<HashMap<String, String>>,
     /// Per member, when it was last asked to reload for a certificate.
     reloads: Mutex<HashMap<String, Instant>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, resync: Duration, instance: String) -> Arc<Context> {
+    pub fn new(
+        client: Client,
+        config: Config,
+        settings: &Settings,
+        instance: String,
+    ) -> Arc<Context> {
         let reporter = Reporter {
             controller: "pgpilot".into(),
             instance: Some(instance),
@@ -120,13 +128,14 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
-            resync,
+            resync: settings.resync,
             failures: Mutex::default(),
             patroni: crate::patroni::Client::new(),
             patched: Mutex::default(),
             replacing: Mutex::default(),
             certificates: Mutex::default(),
             reloads: Mutex::default(),
+            metrics: settings.metrics.clone(),
         })
     }
 
@@ -215,7 +224,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .owns(Api::<Role>::all(client.clone()), owned())
         .owns(Api::<RoleBinding>::all(client.clone()), owned())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
+        .run(timed_reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
@@ -274,6 +283,14 @@ pub(crate) async fn publish(
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         warn!("publishing event: {e}");
     }
+}
+
+/// [`reconcile`], counted and timed in the metrics.
+async fn timed_reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let result = reconcile(obj, ctx.clone()).await;
+    ctx.metrics.reconciled(result.is_ok(), start.elapsed());
+    result
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -693,13 +710,10 @@ pub async fn run_elected(
         let Some(leading) = elector.lead(shutdown.clone()).await else {
             return;
         };
-        let ctx = Context::new(
-            client.clone(),
-            config.clone(),
-            settings.resync,
-            identity.clone(),
-        );
+        let ctx = Context::new(client.clone(), config.clone(), &settings, identity.clone());
+        settings.metrics.set_leading(true);
         run(ctx, leading.clone()).await;
+        settings.metrics.set_leading(false);
         leading.cancel();
         if shutdown.is_cancelled() {
             return;

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::process::{self, Supervised};
-use super::{Result, block_on, check_alive, io_error, wait_for};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::{DevClusterError, Result, block_on, check_alive, io_error, kube_error, wait_for};
 
 /// How to run `pgpilot run`.
 #[derive(Clone, Debug)]
@@ -106,6 +109,37 @@ impl Operator {
             Some(p) => check_alive(p, "running"),
             None => Ok(()),
         }
+    }
+
+    /// The value of one series of the operator's `/metrics` (for example
+    /// `pgpilot_controller_reconciles_total{result="ok"}`), fetched over HTTPS and verified
+    /// against the `ca.crt` next to the serving certificate.
+    pub fn metric(&self, series: &str) -> Result<u64> {
+        let what = format!("reading {series} from {}/metrics", self.base_url());
+        let text = block_on(self.fetch_metrics())?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .ok_or_else(|| DevClusterError::Manifest(format!("{what}: no such series")))
+    }
+
+    async fn fetch_metrics(&self) -> Result<String> {
+        let what = format!("fetching {}/metrics", self.base_url());
+        let ca_path = self.options.cert_dir.join("ca.crt");
+        let ca =
+            std::fs::read(&ca_path).map_err(io_error(format!("reading {}", ca_path.display())))?;
+        let ca = CertificateDer::from_pem_slice(&ca)
+            .map_err(|e| DevClusterError::Manifest(format!("{}: {e}", ca_path.display())))?;
+        let url = self
+            .base_url()
+            .parse()
+            .map_err(|e| DevClusterError::Manifest(format!("{what}: {e}")))?;
+        let mut config = kube::Config::new(url);
+        config.root_cert = Some(vec![ca.to_vec()]);
+        let client = kube::Client::try_from(config).map_err(kube_error(what.clone()))?;
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .map_err(|e| DevClusterError::Manifest(format!("{what}: {e}")))?;
+        client.request_text(request).await.map_err(kube_error(what))
     }
 
     /// `https://ADDR`: where the webhook configurations must point.

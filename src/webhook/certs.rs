@@ -20,7 +20,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
 const CERT_FILE: &str = "tls.crt";
 const KEY_FILE: &str = "tls.key";
@@ -148,6 +148,7 @@ pub async fn reload(
             Ok(files) => files,
             // Mid-rotation or a passing hiccup: keep serving, look again next tick.
             Err(e) => {
+                metrics.certificate_unreadable();
                 tracing::debug!("certificate reload: {e}");
                 continue;
             }

@@ -6,7 +6,6 @@
 //! [`Webhook::serve`] then runs until the shutdown token is cancelled.
 
 mod certs;
-mod metrics;
 mod routes;
 mod server;
 
@@ -24,8 +23,8 @@ use crate::config::Config;
 
 pub use certs::CertError;
 
+use crate::metrics::Metrics;
 use certs::ServingCert;
-use metrics::Metrics;
 
 /// How the webhook is served.
 pub struct Settings {
@@ -37,6 +36,9 @@ pub struct Settings {
     pub reload_interval: Duration,
     /// The longest a request may take, from its first byte to its answer.
     pub request_timeout: Duration,
+    /// Where the webhook counts, and what `/metrics` serves (shared with the controller
+    /// when both run in one process).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
             // The API server gives up after the configuration's timeoutSeconds (5); this
             // only stops a client that stalls.
             request_timeout: Duration::from_secs(10),
+            metrics: Arc::default(),
         }
     }
 }
@@ -101,14 +104,14 @@ impl Webhook {
         let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
         Ok(Webhook {
-            settings,
             listener,
             local_addr,
             tls,
             cert,
             seen,
             provider,
-            metrics: Arc::default(),
+            metrics: settings.metrics.clone(),
+            settings,
         })
     }
 

@@ -16,9 +16,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use super::metrics::Metrics;
 use crate::admission::{self, Answer, MAX_REVIEW_BYTES};
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -4,7 +4,7 @@
 //! rollout; an operator restart with nothing changed replaces nothing.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -148,7 +148,7 @@ impl Harness {
         self.operator
             .start_again()
             .unwrap_or_else(|e| panic!("restarting the operator: {e}"));
-        std::thread::sleep(Duration::from_secs(20));
+        self.wait_for_resyncs(4);
         assert_eq!(
             self.instance_pods(),
             uids,
@@ -156,7 +156,7 @@ impl Harness {
         );
         assert_eq!(self.rolling().map(|r| r.0).as_deref(), Some("False"));
         figures.push(
-            "operator restarted with no spec change, then 20 s of resyncs: no pod replaced (UIDs unchanged)".into(),
+            "operator restarted with no spec change, then four rounds of resyncs: no pod replaced (UIDs unchanged)".into(),
         );
     }
 
@@ -283,7 +283,7 @@ impl Harness {
                 .any(|c| c["type"] == "Paused" && c["status"] == "True")
                 .then_some(())
         });
-        std::thread::sleep(Duration::from_secs(15));
+        self.wait_for_resyncs(3);
         assert_eq!(
             self.instance_pods(),
             uids,

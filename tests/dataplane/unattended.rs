@@ -134,7 +134,7 @@ impl Harness {
             (pgc["status"]["primary"] == new_leader.as_str()).then_some(())
         });
         let caught_up = t.elapsed();
-        std::thread::sleep(Duration::from_secs(15));
+        self.wait_for_resyncs(3);
         assert_eq!(
             self.children_versions(),
             children,

@@ -285,3 +285,30 @@ pub fn wait_reconciled(ns: &str) {
     ])
     .success();
 }
+
+pub const RECONCILED: &str = "pgpilot_controller_reconciles_total{result=\"ok\"}";
+
+/// The number of PostgresClusters in the control plane, in every namespace.
+pub fn cluster_count() -> u64 {
+    kubectl(&["get", "pgc", "-A", "-o", "name"])
+        .success()
+        .stdout
+        .lines()
+        .count() as u64
+}
+
+/// Waits until `operator` has had time for `rounds` more resyncs of every cluster in the
+/// control plane *and* has finished that many more passes (its successful reconciles, from
+/// its metrics), so that a check that nothing changed follows real resyncs however slow the
+/// machine is.
+pub fn wait_for_resyncs(operator: &Operator, rounds: u64) {
+    let start = Instant::now();
+    let reconciled = || operator.metric(RECONCILED).expect("the operator's metrics");
+    let target = reconciled() + rounds * cluster_count();
+    let floor = Duration::from_secs(rounds * resync_seconds());
+    eventually(
+        &format!("{rounds} rounds of resyncs ({target} reconciles)"),
+        Duration::from_secs(60) + floor * 20,
+        || (start.elapsed() >= floor && reconciled() >= target).then_some(()),
+    );
+}
