@@ -16,3 +16,4 @@ pub mod render;
 pub mod resolve;
 pub mod validate;
 pub mod webhook;
+pub mod yaml;

@@ -281,15 +281,16 @@ fn resolve_command(file: &std::path::Path, config: Option<&std::path::Path>) -> 
         Ok(t) => t,
         Err(e) => return unreadable(e),
     };
-    let clusters = match manifest::from_yaml_stream(&text) {
+    let documents = match manifest::read_yaml_stream(&text) {
         Ok(c) => c,
         Err(e) => return unreadable(format!("{}: {e}", file.display())),
     };
     let mut output = String::new();
     let mut invalid = false;
-    for (i, mut cluster) in clusters.into_iter().enumerate() {
+    for (i, read) in documents.iter().enumerate() {
+        let mut cluster = read.cluster.clone();
         cluster.spec = resolve::resolve(&cluster.spec, None, &config);
-        let outcome = validate::validate(&cluster, None);
+        let outcome = validate::validate_read(read, &cluster, None);
         let name = cluster.metadata.name.as_deref().unwrap_or("<unnamed>");
         for w in &outcome.warnings {
             eprintln!("Warning: {name}: {w}");
@@ -305,7 +306,7 @@ fn resolve_command(file: &std::path::Path, config: Option<&std::path::Path>) -> 
             }
             continue;
         }
-        match serde_yaml::to_string(&cluster) {
+        match pgpilot::yaml::to_string(&cluster) {
             Ok(yaml) => {
                 output.push_str("---\n");
                 output.push_str(&yaml);
@@ -334,19 +335,20 @@ fn render_command(
         Err(e) => return unreadable(e),
     };
     let clusters = match read_input(file).and_then(|t| {
-        manifest::from_yaml_stream(&t).map_err(|e| format!("{}: {e}", file.display()))
+        manifest::read_yaml_stream(&t).map_err(|e| format!("{}: {e}", file.display()))
     }) {
         Ok(c) => c,
         Err(e) => return unreadable(e),
     };
     let mut output = String::new();
-    for (i, mut cluster) in clusters.into_iter().enumerate() {
+    for (i, read) in clusters.iter().enumerate() {
+        let mut cluster = read.cluster.clone();
         cluster.spec = resolve::resolve(&cluster.spec, None, &config);
         cluster
             .metadata
             .namespace
             .get_or_insert_with(|| namespace.to_owned());
-        let outcome = validate::validate(&cluster, None);
+        let outcome = validate::validate_read(read, &cluster, None);
         if !outcome.is_valid() {
             eprintln!("error: PostgresCluster (document {}) is invalid:", i + 1);
             for e in &outcome.errors {
@@ -359,7 +361,7 @@ fn render_command(
             Ok(objects) => {
                 for o in objects {
                     output.push_str("---\n");
-                    output.push_str(&serde_yaml::to_string(&o).unwrap_or_default());
+                    output.push_str(&pgpilot::yaml::to_string(&o).unwrap_or_default());
                 }
             }
             Err(e) => return unreadable(format!("document {}: {e}", i + 1)),

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 
 use crate::api::PostgresCluster;
+use crate::validate::structure;
+pub use crate::validate::structure::Lenient;
 
 pub const API_VERSION: &str = "pgpilot.io/v1";
 pub const KIND: &str = "PostgresCluster";
@@ -14,16 +16,7 @@ pub const MAX_INPUT_BYTES: usize = 8 << 20;
 /// Turns a JSON value into a `PostgresCluster`, naming the offending field on failure
 /// (`spec.instances: invalid type: string "two", expected i32`).
 pub fn from_value(value: serde_json::Value) -> Result<PostgresCluster, String> {
-    let serde_json::Value::Object(map) = &value else {
-        return Err(format!("expected an object, found {}", type_name(&value)));
-    };
-    let api_version = map.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
-    let kind = map.get("kind").and_then(|v| v.as_str()).unwrap_or("");
-    if api_version != API_VERSION || kind != KIND {
-        return Err(format!(
-            "expected apiVersion {API_VERSION} and kind {KIND}, found apiVersion {api_version:?} and kind {kind:?}"
-        ));
-    }
+    is_cluster(&value)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -33,6 +26,28 @@ pub fn from_value(value: serde_json::Value) -> Result<PostgresCluster, String> {
             format!("{path}: {inner}")
         }
     })
+}
+
+/// Reads a JSON value as the admission webhook and the CLI do: every structural problem of
+/// the spec is a field error in [`Lenient::errors`], and the rest is read. `Err` only for a
+/// value that is not a `pgpilot.io/v1` PostgresCluster at all.
+pub fn read(value: serde_json::Value) -> Result<Lenient, String> {
+    is_cluster(&value)?;
+    structure::read(value)
+}
+
+fn is_cluster(value: &serde_json::Value) -> Result<(), String> {
+    let serde_json::Value::Object(map) = value else {
+        return Err(format!("expected an object, found {}", type_name(value)));
+    };
+    let api_version = map.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+    let kind = map.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+    if api_version != API_VERSION || kind != KIND {
+        return Err(format!(
+            "expected apiVersion {API_VERSION} and kind {KIND}, found apiVersion {api_version:?} and kind {kind:?}"
+        ));
+    }
+    Ok(())
 }
 
 fn type_name(v: &serde_json::Value) -> &'static str {
@@ -65,6 +80,20 @@ impl std::fmt::Display for DocumentError {
 /// Reads every `PostgresCluster` in a multi-document YAML stream. Empty documents are
 /// skipped; any other problem fails the whole stream, so nothing is half processed.
 pub fn from_yaml_stream(text: &str) -> Result<Vec<PostgresCluster>, DocumentError> {
+    documents(text, from_value)
+}
+
+/// [`read`] of every document of a multi-document YAML stream: structural problems are in
+/// each document's errors; a document that is not a PostgresCluster (or not YAML) fails the
+/// whole stream.
+pub fn read_yaml_stream(text: &str) -> Result<Vec<Lenient>, DocumentError> {
+    documents(text, read)
+}
+
+fn documents<T>(
+    text: &str,
+    read: impl Fn(serde_json::Value) -> Result<T, String>,
+) -> Result<Vec<T>, DocumentError> {
     if text.len() > MAX_INPUT_BYTES {
         return Err(DocumentError {
             document: 0,
@@ -86,7 +115,7 @@ pub fn from_yaml_stream(text: &str) -> Result<Vec<PostgresCluster>, DocumentErro
         if value.is_null() {
             continue;
         }
-        out.push(from_value(value).map_err(fail)?);
+        out.push(read(value).map_err(fail)?);
     }
     Ok(out)
 }

@@ -107,6 +107,67 @@ pub fn parse(s: &str) -> Result<Milli, String> {
     Ok(Milli(sign * value))
 }
 
+/// The quantity as the API server stores it (`0.5` → `500m`, `1024Mi` → `1Gi`, `1000` →
+/// `1k`), so that what admission writes, what the API server shows and what children are
+/// rendered with agree. `None` for what does not parse, or carries more precision than a
+/// thousandth (kept as written rather than rounded).
+///
+/// The rules are those of the API server's canonical form: a binary suffix stays binary
+/// for whole byte counts of at least 1024 and takes the largest power of 1024 that divides
+/// the value; everything else is decimal with an exponent that is a multiple of 3, as a
+/// suffix (`m`, `k`, `M`, ...) or, when written with one, as `eN`.
+pub fn canonical(s: &str) -> Option<String> {
+    let Milli(value) = parse(s).ok()?;
+    let digits_end = s
+        .trim_start_matches(['+', '-'])
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or(s.len(), |i| {
+            i + (s.len() - s.trim_start_matches(['+', '-']).len())
+        });
+    let suffix = &s[digits_end..];
+    let fraction = s[..digits_end].split_once('.').map_or(0, |(_, f)| f.len());
+    let scale = match suffix {
+        "" => 0,
+        "m" => -3,
+        _ if suffix.starts_with(['e', 'E']) => suffix[1..].parse::<i32>().ok()?,
+        _ => 3,
+    };
+    // More than milli precision: parse rounded it up; keep what the user wrote.
+    if fraction as i32 > scale + 3 {
+        return None;
+    }
+    if suffix.ends_with('i') && value % 1000 == 0 && (value / 1000).abs() >= 1024 {
+        let mut n = value / 1000;
+        let mut power = 0;
+        while n % 1024 == 0 && power < 6 {
+            n /= 1024;
+            power += 1;
+        }
+        return Some(format!(
+            "{n}{}",
+            ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power]
+        ));
+    }
+    let (mut n, mut exponent) = (value, -3);
+    while n != 0 && n % 1000 == 0 && exponent < 18 {
+        n /= 1000;
+        exponent += 3;
+    }
+    if n == 0 {
+        return Some("0".into());
+    }
+    let suffix = if suffix.starts_with(['e', 'E']) {
+        match exponent {
+            0 => String::new(),
+            e => format!("e{e}"),
+        }
+    } else {
+        let decimal = ["m", "", "k", "M", "G", "T", "P", "E"];
+        decimal[((exponent + 3) / 3) as usize].to_owned()
+    };
+    Some(format!("{n}{suffix}"))
+}
+
 /// Bytes of a memory quantity, rounded down.
 pub fn bytes(s: &str) -> Result<i128, String> {
     parse(s).map(Milli::whole)
@@ -216,6 +277,38 @@ pub fn pg_memory(bytes: i128) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn canonical_forms_are_the_api_servers() {
+        for (written, stored) in [
+            ("0.5", Some("500m")),
+            ("1024Mi", Some("1Gi")),
+            ("1536Mi", Some("1536Mi")),
+            ("0.5Gi", Some("512Mi")),
+            ("512", Some("512")),
+            ("1000", Some("1k")),
+            ("1500", Some("1500")),
+            ("1000m", Some("1")),
+            ("100m", Some("100m")),
+            ("2000000", Some("2M")),
+            ("1.5k", Some("1500")),
+            ("1e3", Some("1e3")),
+            ("1000e0", Some("1e3")),
+            ("0", Some("0")),
+            ("0Gi", Some("0")),
+            ("1Gi", Some("1Gi")),
+            ("1048576Ki", Some("1Gi")),
+            ("128974848", Some("128974848")),
+            ("129M", Some("129M")),
+            ("0.0001", None),
+            ("abc", None),
+        ] {
+            assert_eq!(canonical(written).as_deref(), stored, "{written}");
+            if let Some(stored) = stored {
+                assert_eq!(parse(stored), parse(written), "{written} keeps its value");
+            }
+        }
+    }
     use super::*;
 
     #[test]

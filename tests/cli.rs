@@ -1,5 +1,8 @@
 //! The offline CLI as a user runs it: exit codes 0 / 1 / 2 and what goes to each stream.
 
+#[path = "structural/mod.rs"]
+mod structural;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -111,25 +114,8 @@ fn malformed_input_exits_2_with_one_line() {
             "apiVersion: apps/v1\nkind: Deployment\n".into(),
             "expected apiVersion pgpilot.io/v1 and kind PostgresCluster",
         ),
-        (
-            format!("{HEADER}spec: {{instances: two, storage: {{size: 1Gi}}}}\n"),
-            "spec.instances: invalid type: string \"two\"",
-        ),
-        (
-            format!("{HEADER}spec: {{storage: {{}}}}\n"),
-            "spec.storage: missing field `size`",
-        ),
-        (
-            format!("{HEADER}spec: {{storage: {{size: 1Gi}}, patroni: {{synchronousMode: on}}}}\n"),
-            "spec.patroni.synchronousMode",
-        ),
-        (
-            format!(
-                "{HEADER}spec: {{storage: {{size: 1Gi}}, postgresql: {{parameters: {{work_mem: [1]}}}}}}\n"
-            ),
-            "spec.postgresql.parameters.work_mem: invalid type: sequence",
-        ),
         ("- 1\n- 2\n".into(), "expected an object, found a list"),
+        ("spec: {}\n".into(), "expected apiVersion pgpilot.io/v1"),
     ];
     for (input, expected) in cases {
         let out = resolve_stdin(&input);
@@ -262,4 +248,34 @@ fn render_prints_every_child() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("spec.instances: Invalid value: 0"));
+}
+
+/// Structural mistakes are field errors like any other: exit 1, every error listed, in
+/// order, with those of the rest of the spec.
+#[test]
+fn structural_mistakes_exit_1_with_every_error() {
+    for case in structural::cases() {
+        let out = resolve_stdin(&case.yaml);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", case.name);
+        let listed: Vec<&str> = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .collect();
+        assert_eq!(listed, case.errors, "{}: {stderr}", case.name);
+        assert_eq!(text(&out.stdout), "");
+    }
+    // A value the schema allows but the type does not: an integer beyond int32, and a
+    // parameter that is a list.
+    let out = resolve_stdin(&format!(
+        "{HEADER}spec: {{instances: 99999999999, storage: {{size: 1Gi}}, postgresql: {{parameters: {{work_mem: [1]}}}}}}\n"
+    ));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "  spec.instances: Invalid value: 99999999999: invalid value: integer `99999999999`, expected i32",
+        "  spec.postgresql.parameters.work_mem: Invalid value: [1]:",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
 }

@@ -70,6 +70,27 @@ fn an_unchanged_cluster_costs_no_writes() {
     let ns = namespace("quiet");
     apply_minimal(&ns);
     wait_reconciled(&ns);
+    // Quantities as users write them and the API server would rewrite in the children
+    // (`0.5` → `500m`, `1024Mi` → `1Gi`): stored canonical by admission, so the rendered
+    // children equal what the API server keeps and a resync has nothing to write.
+    kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], NON_CANONICAL).success();
+    kubectl(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Reconciled",
+        "pgc/loose",
+        "--timeout=60s",
+    ])
+    .success();
+    assert_eq!(
+        jsonpath(
+            &ns,
+            "pgc/loose",
+            "{.spec.resources.requests.cpu} {.spec.resources.requests.memory} {.spec.storage.size}"
+        ),
+        "500m 1Gi 1Gi"
+    );
     // Let the creation settle (the StatefulSet controller's own status updates): a round
     // of resyncs of every cluster with no write.
     eventually("a quiet API server", Duration::from_secs(120), || {
@@ -231,4 +252,98 @@ fn a_malformed_stored_object_does_not_stop_the_others() {
     assert!(message.contains("work_mem"), "{message}");
     // Other clusters are still reconciled.
     apply_minimal(&ns);
+}
+
+const NON_CANONICAL: &str = "apiVersion: pgpilot.io/v1
+kind: PostgresCluster
+metadata:
+  name: loose
+spec:
+  instances: 1
+  storage:
+    size: 1024Mi
+  resources:
+    requests:
+      cpu: '0.5'
+      memory: 1024Mi
+    limits:
+      memory: 2048Mi
+  postgresql:
+    parameters:
+      log_connections: 'yes'
+      log_disconnections: 'off'
+";
+
+/// `pgpilot resolve` prints what YAML 1.1 readers read back as it means: kubectl's own
+/// parser (client-side dry run) and the API server (apply, then get) both return exactly
+/// the resolved object, quantities canonical and `on`/`yes`/`off` strings still strings.
+#[test]
+fn resolve_output_is_read_back_unchanged_by_kubectl_and_the_api_server() {
+    let _one = serial();
+    let ns = namespace("roundtrip");
+    let samples = [
+        std::fs::read_to_string(format!("{REPO}/manifests/samples/minimal.yaml")).unwrap(),
+        std::fs::read_to_string(format!("{REPO}/manifests/samples/ha-backup-pooler.yaml")).unwrap(),
+        NON_CANONICAL.to_owned(),
+    ];
+    for sample in samples {
+        let resolved = pgpilot_resolve(&sample);
+        let expected: serde_json::Value = serde_yaml::from_str(&resolved).unwrap();
+        let name = expected["metadata"]["name"].as_str().unwrap().to_owned();
+        let local = kubectl_stdin(
+            &[
+                "create",
+                "--dry-run=client",
+                "-o",
+                "json",
+                "-n",
+                &ns,
+                "-f",
+                "-",
+            ],
+            &resolved,
+        )
+        .success();
+        let local: serde_json::Value = serde_json::from_str(&local.stdout).unwrap();
+        assert_eq!(
+            local["spec"], expected["spec"],
+            "kubectl's YAML reader, {name}"
+        );
+
+        kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &resolved).success();
+        let stored = kubectl(&["get", "pgc", &name, "-n", &ns, "-o", "json"]).success();
+        let stored: serde_json::Value = serde_json::from_str(&stored.stdout).unwrap();
+        assert_eq!(stored["spec"], expected["spec"], "stored, {name}");
+        let stored_yaml = kubectl(&["get", "pgc", &name, "-n", &ns, "-o", "yaml"]).success();
+        let again: serde_json::Value =
+            serde_yaml::from_str(&pgpilot_resolve(&stored_yaml.stdout)).unwrap();
+        assert_eq!(
+            again["spec"], expected["spec"],
+            "resolving the stored object changes nothing, {name}"
+        );
+    }
+}
+
+fn pgpilot_resolve(yaml: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["resolve", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -312,7 +312,11 @@ fn check(
         let result = std::panic::catch_unwind(|| patched(object, response))
             .map_err(|_| TestCaseError::fail(format!("the patch does not apply: {answer}")))?;
         // Exactly the object with its spec resolved, as the webhook promises.
-        let spec = from_value(object.clone()).unwrap().spec;
+        // Read as the webhook reads it: a patched object had no structural mistake.
+        let read = pgpilot::manifest::read(object.clone())
+            .map_err(|e| TestCaseError::fail(format!("a patched object does not read: {e}")))?;
+        prop_assert!(read.errors.is_empty(), "patched despite {:?}", read.errors);
+        let spec = read.cluster.spec;
         let old = from_value(old).ok().map(|o| o.spec);
         let mut expected = object.clone();
         expected["spec"] =

@@ -5,8 +5,10 @@ use kube::core::response::Status;
 use serde_json::Value;
 
 use super::review::Review;
+use super::validate::invalid;
 use crate::config::Config;
 use crate::resolve::resolve;
+use crate::validate::validate_read;
 
 pub(super) fn respond(review: &Review, config: &Config) -> AdmissionResponse {
     if !review.writes_spec() {
@@ -19,6 +21,14 @@ pub(super) fn respond(review: &Review, config: &Config) -> AdmissionResponse {
     // On UPDATE, derived defaults follow their inputs: `resolve` compares with the old spec.
     let old = objects.old.as_ref().map(|o| &o.spec);
     let resolved = resolve(&objects.new.spec, old, config);
+    // A structural mistake leaves no object to patch: deny with every error at once, the
+    // structural ones and those of the rest of the resolved spec.
+    if !objects.read.errors.is_empty() {
+        let mut cluster = objects.new.clone();
+        cluster.spec = resolved;
+        let outcome = validate_read(&objects.read, &cluster, objects.old.as_ref());
+        return review.deny(invalid(&cluster, &outcome.errors));
+    }
     // Only the spec is replaced: metadata and status go back exactly as submitted.
     let resolved = match serde_json::to_value(&resolved) {
         Ok(spec) => with_spec(objects.raw, spec),

@@ -171,15 +171,31 @@ impl Review {
             let operation = operation_name(&self.request.operation);
             return Err(format!("request.object: missing on {operation}"));
         };
-        let new = read_cluster(raw, "object")?;
+        let read = manifest::read(raw.clone()).map_err(|e| format!("request.object: {e}"))?;
         // Only UPDATE has a stored object, and there it is required: derived defaults and
-        // transition rules compare with it.
+        // transition rules compare with it. A stored object that cannot be read (written
+        // while the webhook was bypassed) is left out: the UPDATE is checked as a CREATE,
+        // so that the edit that fixes it can be made.
         let old = match (&self.request.operation, &self.old_object) {
-            (Operation::Update, Some(old)) => Some(read_cluster(old, "oldObject")?),
+            (Operation::Update, Some(old)) => match manifest::from_value(old.clone()) {
+                Ok(old) => Some(old),
+                Err(e) => {
+                    tracing::info!(
+                        uid = %self.request.uid,
+                        "request.oldObject cannot be read ({e}); checking the update as a creation"
+                    );
+                    None
+                }
+            },
             (Operation::Update, None) => return Err("request.oldObject: missing on UPDATE".into()),
             _ => None,
         };
-        Ok(Objects { raw, new, old })
+        Ok(Objects {
+            raw,
+            new: read.cluster.clone(),
+            read,
+            old,
+        })
     }
 }
 
@@ -188,14 +204,10 @@ pub struct Objects<'a> {
     /// The submitted object exactly as received.
     pub raw: &'a Value,
     pub new: PostgresCluster,
-    /// The stored object, on UPDATE.
+    /// How `new` was read: its structural errors, and the fields left out to read it.
+    pub read: manifest::Lenient,
+    /// The stored object, on UPDATE (when it can be read).
     pub old: Option<PostgresCluster>,
-}
-
-/// Reads a cluster with the same reader as the CLI. Its messages name the offending field,
-/// or say that this webhook admits only `pgpilot.io/v1` PostgresClusters.
-fn read_cluster(raw: &Value, field: &str) -> Result<PostgresCluster, String> {
-    manifest::from_value(raw.clone()).map_err(|e| format!("request.{field}: {e}"))
 }
 
 fn operation_name(operation: &Operation) -> &'static str {

@@ -6,7 +6,7 @@ use kube::core::response::{Status, StatusCause, StatusDetails};
 
 use super::review::Review;
 use crate::api::PostgresCluster;
-use crate::validate::{FieldError, validate};
+use crate::validate::{FieldError, validate_read};
 
 pub(super) fn respond(review: &Review) -> AdmissionResponse {
     if !review.writes_spec() {
@@ -16,7 +16,7 @@ pub(super) fn respond(review: &Review) -> AdmissionResponse {
         Ok(objects) => objects,
         Err(why) => return review.reject(why),
     };
-    let outcome = validate(&objects.new, objects.old.as_ref());
+    let outcome = validate_read(&objects.read, &objects.new, objects.old.as_ref());
     let mut response = if outcome.is_valid() {
         review.allow()
     } else {

@@ -27,7 +27,13 @@ pub fn resolve(
     config: &Config,
 ) -> PostgresClusterSpec {
     let mut out = spec.clone();
-    let old_derived = old.map(|o| Derived::of(o, config));
+    canonical_quantities(&mut out);
+    let old = old.map(|o| {
+        let mut o = o.clone();
+        canonical_quantities(&mut o);
+        o
+    });
+    let old_derived = old.as_ref().map(|o| Derived::of(o, config));
 
     out.postgres_version
         .get_or_insert(config.postgres.default_version);
@@ -61,7 +67,9 @@ pub fn resolve(
     // max_connections first: work_mem is derived from it.
     let memory = memory_bytes(&out, config);
     if let Some(derived) = tuning::derive_max_connections(memory) {
-        let previous = old.and_then(|o| tuning::derive_max_connections(memory_bytes(o, config)));
+        let previous = old
+            .as_ref()
+            .and_then(|o| tuning::derive_max_connections(memory_bytes(o, config)));
         let params = out
             .postgresql
             .get_or_insert_default()
@@ -201,6 +209,44 @@ pub fn resolve(
 /// that is not (written while the webhook was bypassed) must go through admission again.
 pub fn is_resolved(spec: &PostgresClusterSpec, config: &Config) -> bool {
     resolve(spec, None, config) == *spec
+}
+
+/// Every quantity of `spec` in the API server's canonical form (see
+/// [`quantity::canonical`]): first, so that derived values and comparisons with the stored
+/// spec see the same text the API server would store.
+fn canonical_quantities(spec: &mut PostgresClusterSpec) {
+    fn one(q: &mut Quantity) {
+        if let Some(c) = quantity::canonical(&q.0) {
+            q.0 = c;
+        }
+    }
+    fn resources(r: Option<&mut ResourceRequirements>) {
+        let Some(r) = r else { return };
+        for map in [r.requests.as_mut(), r.limits.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            map.values_mut().for_each(one);
+        }
+    }
+    one(&mut spec.storage.size);
+    resources(spec.resources.as_mut());
+    if let Some(pooler) = spec.pooler.as_mut() {
+        resources(pooler.resources.as_mut());
+    }
+    if let Some(exporter) = spec.monitoring.as_mut().and_then(|m| m.exporter.as_mut()) {
+        resources(exporter.resources.as_mut());
+    }
+    let repos = spec
+        .backup
+        .as_mut()
+        .and_then(|b| b.pgbackrest.as_mut())
+        .and_then(|p| p.repos.as_mut());
+    for repo in repos.into_iter().flatten() {
+        if let Some(size) = repo.volume.as_mut().and_then(|v| v.size.as_mut()) {
+            one(size);
+        }
+    }
 }
 
 /// A derived default: the current value, unless it is absent or still equals what the old

@@ -11,6 +11,7 @@ pub mod pg_settings;
 mod postgres;
 mod restart;
 mod roles;
+pub mod structure;
 mod update;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -19,8 +20,7 @@ use crate::api::*;
 use crate::names::{self, BackupType};
 use crate::quantity;
 
-use field::Errors;
-pub use field::{ErrorKind, FieldError, Path};
+pub use field::{ErrorKind, Errors, FieldError, Path};
 
 /// The PostgreSQL major versions the API accepts.
 pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<i32> = 14..=18;
@@ -53,6 +53,21 @@ pub fn validate(new: &PostgresCluster, old: Option<&PostgresCluster>) -> Outcome
     Outcome {
         errors: e.errors,
         warnings: e.warnings,
+    }
+}
+
+/// [`validate`] of an object read leniently ([`structure::read`]), `new` being its cluster
+/// (resolved or not): the structural errors first, then the others not about the same
+/// fields.
+pub fn validate_read(
+    read: &structure::Lenient,
+    new: &PostgresCluster,
+    old: Option<&PostgresCluster>,
+) -> Outcome {
+    let outcome = validate(new, old);
+    Outcome {
+        errors: read.merge(outcome.errors),
+        warnings: outcome.warnings,
     }
 }
 
