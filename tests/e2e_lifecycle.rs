@@ -324,6 +324,79 @@ fn resolve_output_is_read_back_unchanged_by_kubectl_and_the_api_server() {
     }
 }
 
+/// Every field of the API that holds free text, with every kind of string a YAML 1.1 reader
+/// would take for something else: what `pgpilot resolve` and `render` print (their YAML
+/// writer) is what kubectl's reader reads back.
+#[test]
+fn every_free_text_field_survives_kubectl_s_yaml_reader() {
+    const TRICKY: [&str; 24] = [
+        "on",
+        "off",
+        "yes",
+        "no",
+        "y",
+        "n",
+        "true",
+        "False",
+        "null",
+        "~",
+        "",
+        "0755",
+        "1e3",
+        "0x1F",
+        "1_000",
+        "12:30",
+        "2024-01-01",
+        ".inf",
+        "- x",
+        "a: b",
+        "#c",
+        "*d",
+        "line\nline",
+        "tab\tx",
+    ];
+    let sample =
+        std::fs::read_to_string(format!("{REPO}/manifests/samples/ha-backup-pooler.yaml")).unwrap();
+    let mut object: serde_json::Value = serde_yaml::from_str(&pgpilot_resolve(&sample)).unwrap();
+    let mut n = 0;
+    replace_strings(&mut object["spec"], &mut || {
+        n += 1;
+        TRICKY[n % TRICKY.len()].to_owned()
+    });
+    let parameters = &mut object["spec"]["postgresql"]["parameters"];
+    for (i, key) in TRICKY.iter().enumerate() {
+        parameters[*key] = serde_json::Value::from(TRICKY[(i + 1) % TRICKY.len()]);
+    }
+    assert!(n > 20, "the sample has free-text fields: {n}");
+    let written = pgpilot::yaml::to_string(&object).unwrap();
+    let ns = namespace("freetext");
+    let read = kubectl_stdin(
+        &[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-n",
+            &ns,
+            "-f",
+            "-",
+        ],
+        &written,
+    )
+    .success();
+    let read: serde_json::Value = serde_json::from_str(&read.stdout).unwrap();
+    assert_eq!(read["spec"], object["spec"], "{written}");
+}
+
+fn replace_strings(value: &mut serde_json::Value, next: &mut impl FnMut() -> String) {
+    match value {
+        serde_json::Value::String(s) => *s = next(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| replace_strings(v, next)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| replace_strings(v, next)),
+        _ => {}
+    }
+}
+
 fn pgpilot_resolve(yaml: &str) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgpilot"))

@@ -101,5 +101,94 @@ pub fn cases() -> Vec<Case> {
                 r#"spec.postgresVersion: Unsupported value: "12": supported values: "14", "15", "16", "17", "18""#,
             ],
         },
+        Case {
+            name: "required-backup",
+            yaml: object(
+                "required-backup",
+                "  storage:
+    size: 1Gi
+  backup:
+    pgbackrest:
+      repos:
+      - gcs: {}
+      - name: repo2
+        azure: {}
+      - name: repo3
+        s3: {}
+",
+            ),
+            errors: &[
+                r#"spec.backup.pgbackrest.repos[0].gcs.bucket: Required value"#,
+                r#"spec.backup.pgbackrest.repos[0].name: Required value"#,
+                r#"spec.backup.pgbackrest.repos[1].azure.account: Required value"#,
+                r#"spec.backup.pgbackrest.repos[1].azure.container: Required value"#,
+                r#"spec.backup.pgbackrest.repos[1].azure.credentialsSecret: Required value"#,
+                r#"spec.backup.pgbackrest.repos[2].s3.bucket: Required value"#,
+                r#"spec.backup.pgbackrest.repos[2].s3.endpoint: Required value"#,
+                r#"spec.backup.pgbackrest.repos[2].s3.region: Required value"#,
+            ],
+        },
+        Case {
+            name: "required-scheduling",
+            yaml: object(
+                "required-scheduling",
+                "  storage:
+    size: 1Gi
+  resources:
+    claims:
+    - {}
+  pooler:
+    enabled: true
+    resources:
+      claims:
+      - {}
+  monitoring:
+    exporter:
+      resources:
+        claims:
+        - {}
+  scheduling:
+    topologySpreadConstraints:
+    - labelSelector:
+        matchExpressions:
+        - {}
+",
+            ),
+            errors: &[
+                r#"spec.monitoring.exporter.resources.claims[0].name: Required value"#,
+                r#"spec.pooler.resources.claims[0].name: Required value"#,
+                r#"spec.resources.claims[0].name: Required value"#,
+                r#"spec.scheduling.topologySpreadConstraints[0].labelSelector.matchExpressions[0].key: Required value"#,
+                r#"spec.scheduling.topologySpreadConstraints[0].labelSelector.matchExpressions[0].operator: Required value"#,
+                r#"spec.scheduling.topologySpreadConstraints[0].maxSkew: Required value"#,
+                r#"spec.scheduling.topologySpreadConstraints[0].topologyKey: Required value"#,
+                r#"spec.scheduling.topologySpreadConstraints[0].whenUnsatisfiable: Required value"#,
+            ],
+        },
+        Case {
+            name: "types-more",
+            yaml: object(
+                "types-more",
+                "  image: 5
+  storage:
+    size: 1Gi
+  pooler: 3
+  service:
+    annotations:
+      a: 1
+  postgresql:
+    pgHba: host all all 0.0.0.0/0 md5
+  patroni:
+    ttl: 30.5
+",
+            ),
+            errors: &[
+                r#"spec.image: Invalid value: "integer": spec.image in body must be of type string: "integer""#,
+                r#"spec.patroni.ttl: Invalid value: "number": spec.patroni.ttl in body must be of type integer: "number""#,
+                r#"spec.pooler: Invalid value: "integer": spec.pooler in body must be of type object: "integer""#,
+                r#"spec.postgresql.pgHba: Invalid value: "string": spec.postgresql.pgHba in body must be of type array: "string""#,
+                r#"spec.service.annotations[a]: Invalid value: "integer": spec.service.annotations[a] in body must be of type string: "integer""#,
+            ],
+        },
     ]
 }
