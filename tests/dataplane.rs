@@ -39,7 +39,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgpilot::devcluster::{self, DevCluster, Operator, OperatorOptions, Options, free_ports};
+use pgpilot::devcluster::{
+    self, DevCluster, OPERATOR_SERVICE_ACCOUNT, Operator, OperatorOptions, Options, free_ports,
+};
 use serde_json::Value;
 
 use kube::{Kube, wait_for};
@@ -215,13 +217,21 @@ impl Harness {
             .expect("manifests/webhooks.yaml");
         let options = OperatorOptions {
             program: pgpilot.into(),
-            kubeconfig: cluster.kubeconfig().to_owned(),
+            // The operator's own ServiceAccount, as shipped: a missing permission fails.
+            kubeconfig: cluster
+                .operator_kubeconfig(&node::repo_root())
+                .expect("the operator's ServiceAccount and RBAC"),
             cert_dir: cluster.webhook_cert_dir().to_owned(),
             listen: ([127, 0, 0, 1], port).into(),
             log: Some(root.join("logs/operator.log")),
-            extra_args: ["--lease-namespace", NAMESPACE, "--resync-seconds", "5"]
-                .map(String::from)
-                .to_vec(),
+            extra_args: [
+                "--lease-namespace",
+                OPERATOR_SERVICE_ACCOUNT.0,
+                "--resync-seconds",
+                "5",
+            ]
+            .map(String::from)
+            .to_vec(),
         };
         let (operator, _) = cluster
             .start_operator(options, &webhooks, cluster.ca_pem())

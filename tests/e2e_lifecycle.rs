@@ -114,7 +114,7 @@ fn of_two_operators_only_the_leader_acts() {
     apply_minimal(&ns);
     let holder = || {
         jsonpath(
-            "default",
+            OPERATOR_SERVICE_ACCOUNT.0,
             "lease/pgpilot-controller",
             "{.spec.holderIdentity}",
         )
@@ -126,7 +126,13 @@ fn of_two_operators_only_the_leader_acts() {
     let second_log = ENV.cluster.work_dir().join("second.log");
     // The second tries for the lease when it starts and at each renewal interval after:
     // two renewals by the first while the second runs span at least one of its tries.
-    let renewed = || jsonpath("default", "lease/pgpilot-controller", "{.spec.renewTime}");
+    let renewed = || {
+        jsonpath(
+            OPERATOR_SERVICE_ACCOUNT.0,
+            "lease/pgpilot-controller",
+            "{.spec.renewTime}",
+        )
+    };
     let mut renewals = vec![renewed()];
     eventually("two renewals of the lease", Duration::from_secs(60), || {
         let now = renewed();
@@ -419,4 +425,49 @@ fn pgpilot_resolve(yaml: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The operator runs in these suites with a token of its shipped ServiceAccount; what that
+/// account may and may not do, asked of the API server's own authorizer.
+#[test]
+fn the_operator_s_account_holds_only_what_it_uses() {
+    let (ns, name) = OPERATOR_SERVICE_ACCOUNT;
+    let account = format!("system:serviceaccount:{ns}:{name}");
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i", "--as", &account];
+        full.extend_from_slice(args);
+        kubectl(&full).stdout.trim() == "yes"
+    };
+    for allowed in [
+        &["patch", "statefulsets", "-n", "any"][..],
+        &["create", "pods", "--subresource=eviction", "-n", "any"],
+        &[
+            "patch",
+            "postgresclusters.pgpilot.io",
+            "--subresource=status",
+            "-n",
+            "any",
+        ],
+        &["update", "leases/pgpilot-controller", "-n", ns],
+        &["create", "leases", "-n", ns],
+    ] {
+        assert!(can(allowed), "may {allowed:?}");
+    }
+    for denied in [
+        &["update", "statefulsets", "-n", "any"][..],
+        &["update", "postgresclusters.pgpilot.io", "-n", "any"],
+        &["update", "leases/pgpilot-controller", "-n", "default"],
+        &["update", "leases/another", "-n", ns],
+        &["delete", "leases/pgpilot-controller", "-n", ns],
+        &["delete", "persistentvolumeclaims", "-n", "any"],
+        &["delete", "pods", "-n", "any"],
+        &["create", "pods", "--subresource=exec", "-n", "any"],
+        &["list", "nodes"],
+        &["escalate", "roles", "-n", "any"],
+        &["bind", "roles", "-n", "any"],
+        &["create", "clusterrolebindings"],
+        &["delete", "customresourcedefinitions"],
+    ] {
+        assert!(!can(denied), "may not {denied:?}");
+    }
 }

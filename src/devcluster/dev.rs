@@ -83,7 +83,10 @@ fn run(args: DevArgs) -> Result<()> {
     // The CRD first, as `kubectl apply -k` does: the controller lists PostgresClusters at
     // once.
     cluster.install_crd()?;
-    let mut extra_args = Vec::new();
+    let mut extra_args = vec![
+        "--lease-namespace".to_string(),
+        super::OPERATOR_SERVICE_ACCOUNT.0.to_string(),
+    ];
     if let Some(config) = &args.config {
         extra_args.extend(["--config".to_string(), absolute(&repo_root, config)]);
     }
@@ -91,7 +94,8 @@ fn run(args: DevArgs) -> Result<()> {
     let (operator, _) = cluster.start_operator(
         OperatorOptions {
             program,
-            kubeconfig: cluster.kubeconfig().to_owned(),
+            // The operator's own ServiceAccount and RBAC, as a deployment runs it.
+            kubeconfig: cluster.operator_kubeconfig(&repo_root)?,
             cert_dir: args.cert_dir.clone(),
             listen,
             log: None,

@@ -245,12 +245,25 @@ impl DevCluster {
         let c = &self.inner;
         let server = self.server();
         let kcm_kubeconfig = c.work_dir.join("kcm.kubeconfig");
-        write_kubeconfig(&c.kubeconfig, &server, &c.pki.ca.cert_pem, &c.pki.admin)?;
+        let certificate = |pair: &pki::Pair| {
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&pair.cert_pem),
+                b64(&pair.key_pem)
+            )
+        };
+        write_kubeconfig(
+            &c.kubeconfig,
+            &server,
+            &c.pki.ca.cert_pem,
+            &certificate(&c.pki.admin),
+        )?;
         write_kubeconfig(
             &kcm_kubeconfig,
             &server,
             &c.pki.ca.cert_pem,
-            &c.pki.controller_manager,
+            &certificate(&c.pki.controller_manager),
         )?;
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -453,6 +466,51 @@ impl DevCluster {
             install::install_crd(&client, Duration::from_secs(30)).await?;
             Ok(())
         })
+    }
+
+    /// Installs the operator's identity as shipped (`manifests/namespace.yaml` and
+    /// `manifests/rbac.yaml` from `repo`) and writes a kubeconfig with a token of its
+    /// ServiceAccount (`pgpilot-system/pgpilot`, minted through the TokenRequest API): an
+    /// operator run with it holds exactly the permissions users grant it, so a missing one
+    /// fails the suites.
+    pub fn operator_kubeconfig(&self, repo: &Path) -> Result<PathBuf> {
+        let manifests = repo.join("manifests");
+        let run = |args: &[&str]| -> Result<String> {
+            let out = self
+                .kubectl()
+                .args(args)
+                .output()
+                .map_err(io_error("running kubectl"))?;
+            if !out.status.success() {
+                return Err(DevClusterError::Manifest(format!(
+                    "kubectl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        let namespace = manifests.join("namespace.yaml");
+        let rbac = manifests.join("rbac.yaml");
+        run(&[
+            "apply",
+            "-f",
+            &namespace.to_string_lossy(),
+            "-f",
+            &rbac.to_string_lossy(),
+        ])?;
+        let token = run(&[
+            "create",
+            "token",
+            OPERATOR_SERVICE_ACCOUNT.1,
+            "-n",
+            OPERATOR_SERVICE_ACCOUNT.0,
+            "--duration=48h",
+        ])?;
+        let path = self.inner.work_dir.join("operator.kubeconfig");
+        let user = format!("    token: {token}\n");
+        write_kubeconfig(&path, &self.server(), &self.inner.pki.ca.cert_pem, &user)?;
+        Ok(path)
     }
 
     /// Applies webhook configurations (see [`webhook_configurations`]).
@@ -717,8 +775,11 @@ fn remove_abandoned_work_dirs(root: &Path) {
     }
 }
 
+/// The namespace and name of the operator's ServiceAccount in `manifests/rbac.yaml`.
+pub const OPERATOR_SERVICE_ACCOUNT: (&str, &str) = ("pgpilot-system", "pgpilot");
+
 /// A kubeconfig with everything embedded, so it stays valid wherever it is copied.
-fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, user: &pki::Pair) -> Result<()> {
+fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, user: &str) -> Result<()> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let text = format!(
         "apiVersion: v1
@@ -731,9 +792,7 @@ clusters:
 users:
 - name: pgpilot-dev
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
+{user}contexts:
 - name: pgpilot-dev
   context:
     cluster: pgpilot-dev
@@ -741,8 +800,6 @@ contexts:
 current-context: pgpilot-dev
 ",
         ca = b64(ca_pem),
-        cert = b64(&user.cert_pem),
-        key = b64(&user.key_pem),
     );
     std::fs::write(path, text).map_err(io_error(format!("writing {}", path.display())))?;
     use std::os::unix::fs::PermissionsExt;

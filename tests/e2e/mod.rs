@@ -14,7 +14,8 @@ use kube::Api;
 use pgpilot::api::{PostgresCluster, PostgresClusterSpec};
 use pgpilot::config::Config;
 use pgpilot::devcluster::{
-    self, DevCluster, Operator, OperatorOptions, Options, block_on, free_ports,
+    self, DevCluster, OPERATOR_SERVICE_ACCOUNT, Operator, OperatorOptions, Options, block_on,
+    free_ports,
 };
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -50,11 +51,17 @@ impl Harness {
                         .expect("manifests/webhooks.yaml");
                 let options = OperatorOptions {
                     program: env!("CARGO_BIN_EXE_pgpilot").into(),
-                    kubeconfig: cluster.kubeconfig().to_owned(),
+                    // The operator's own ServiceAccount, as shipped: a missing permission fails.
+                    kubeconfig: cluster
+                        .operator_kubeconfig(Path::new(REPO))
+                        .expect("the operator's ServiceAccount and RBAC"),
                     cert_dir: cluster.webhook_cert_dir().to_owned(),
                     listen: ([127, 0, 0, 1], port).into(),
                     log: Some(cluster.work_dir().join("operator.log")),
-                    extra_args: Vec::new(),
+                    extra_args: vec![
+                        "--lease-namespace".into(),
+                        OPERATOR_SERVICE_ACCOUNT.0.into(),
+                    ],
                 };
                 let (operator, _) = cluster
                     .start_operator(options, &webhooks, cluster.ca_pem())

@@ -7,6 +7,7 @@
 mod e2e;
 #[allow(unused_imports)]
 pub use e2e::{REPO, Run, sample};
+pub use pgpilot::devcluster::OPERATOR_SERVICE_ACCOUNT;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -36,14 +37,22 @@ pub fn operator(cluster: &DevCluster, log: &str, extra: &[&str]) -> Operator {
     let [port] = free_ports().expect("a free port");
     Operator::start(OperatorOptions {
         program: env!("CARGO_BIN_EXE_pgpilot").into(),
-        kubeconfig: cluster.kubeconfig().to_owned(),
+        // The operator's own ServiceAccount, as shipped: a missing permission fails.
+        kubeconfig: cluster
+            .operator_kubeconfig(Path::new(REPO))
+            .expect("the operator's ServiceAccount and RBAC"),
         cert_dir: cluster.webhook_cert_dir().to_owned(),
         listen: ([127, 0, 0, 1], port).into(),
         log: Some(cluster.work_dir().join(log)),
-        extra_args: ["--resync-seconds".to_owned(), resync_seconds().to_string()]
-            .into_iter()
-            .chain(extra.iter().map(|s| s.to_string()))
-            .collect(),
+        extra_args: [
+            "--resync-seconds".to_owned(),
+            resync_seconds().to_string(),
+            "--lease-namespace".to_owned(),
+            OPERATOR_SERVICE_ACCOUNT.0.to_owned(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect(),
     })
     .expect("the operator starts")
 }
