@@ -286,3 +286,99 @@ fn growing_storage_keeps_the_statefulset_and_grows_the_claims() {
         "{got:#?}"
     );
 }
+
+/// pgpilot never takes over what it did not create: a Service already named like a child
+/// stops the reconcile with `Reconciled=False` reason `Conflict`, untouched; a login Secret
+/// the user made beforehand supplies its password and stays exactly as written.
+#[test]
+fn a_same_named_object_is_a_conflict_and_a_user_secret_is_kept() {
+    let ns = namespace("conflict");
+    kubectl_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: taken-replicas
+  labels:
+    team: someone-else
+spec:
+  selector:
+    app: theirs
+  ports:
+  - port: 8080
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: taken-user-app
+stringData:
+  password: chosen-by-the-user
+",
+    )
+    .success();
+    let before = |kind: &str| {
+        jsonpath(
+            &ns,
+            kind,
+            "{.metadata.resourceVersion} {.metadata.ownerReferences} {.data}",
+        )
+    };
+    let (service, secret) = (
+        before("service/taken-replicas"),
+        before("secret/taken-user-app"),
+    );
+    kubectl_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        "apiVersion: pgpilot.io/v1
+kind: PostgresCluster
+metadata:
+  name: taken
+spec:
+  storage:
+    size: 1Gi
+  users:
+  - name: app
+",
+    )
+    .success();
+    let reason = "{.status.conditions[?(@.type==\"Reconciled\")].reason}";
+    let message = "{.status.conditions[?(@.type==\"Reconciled\")].message}";
+    eventually(
+        "Reconciled=False, Conflict",
+        Duration::from_secs(60),
+        || (jsonpath(&ns, "pgc/taken", reason) == "Conflict").then_some(()),
+    );
+    assert!(
+        jsonpath(&ns, "pgc/taken", message).contains("Service/taken-replicas"),
+        "{}",
+        jsonpath(&ns, "pgc/taken", message)
+    );
+    assert_eq!(
+        before("service/taken-replicas"),
+        service,
+        "the Service was changed"
+    );
+    assert_eq!(
+        before("secret/taken-user-app"),
+        secret,
+        "the Secret was changed"
+    );
+
+    // Their Service gone, the cluster reconciles; the user's Secret is still theirs.
+    kubectl(&["delete", "service", "-n", &ns, "taken-replicas"]).success();
+    eventually("Reconciled=True", Duration::from_secs(60), || {
+        (jsonpath(&ns, "pgc/taken", reason) == "Applied"
+            || jsonpath(
+                &ns,
+                "pgc/taken",
+                "{.status.conditions[?(@.type==\"Reconciled\")].status}",
+            ) == "True")
+            .then_some(())
+    });
+    assert!(!jsonpath(&ns, "service/taken-replicas", "{.metadata.ownerReferences}").is_empty());
+    assert_eq!(
+        before("secret/taken-user-app"),
+        secret,
+        "the Secret was changed"
+    );
+}

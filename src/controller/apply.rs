@@ -69,8 +69,48 @@ fn owned_fields(obj: &Value) -> Value {
     v
 }
 
+/// True when the cluster with `owner_uid` is `obj`'s controller.
+pub fn controlled_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
+    obj.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == owner_uid)
+}
+
+/// The child named `name` as it lives, when it is this cluster's: from `live` (the list by
+/// the cluster's labels), and otherwise looked up by name, since an object of that name that
+/// pgpilot did not create for this cluster must never be taken over (a forced apply would
+/// capture it, and the garbage collector delete it with the cluster).
+pub async fn own<'a, K>(
+    api: &Api<K>,
+    live: &'a [K],
+    name: &str,
+    owner_uid: &str,
+) -> Result<Option<&'a K>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    match live.iter().find(|l| l.name_any() == name) {
+        Some(current) if controlled_by(current, owner_uid) => Ok(Some(current)),
+        Some(_) => Err(Error::Conflict(format!("{kind}/{name}"))),
+        None => match api.get_opt(name).await {
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => Err(Error::Conflict(format!("{kind}/{name}"))),
+            Err(e) => Err(Error::List(format!("{kind}/{name}"), e)),
+        },
+    }
+}
+
 /// Applies each desired object that differs from its live twin; returns what changed.
-pub async fn apply_all<K>(api: &Api<K>, desired: &[K], live: &[K]) -> Result<Vec<Change>, Error>
+/// A same-named object this cluster does not control stops the step with
+/// [`Error::Conflict`], unchanged.
+pub async fn apply_all<K>(
+    api: &Api<K>,
+    desired: &[K],
+    live: &[K],
+    owner_uid: &str,
+) -> Result<Vec<Change>, Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
     K::DynamicType: Default,
@@ -80,7 +120,7 @@ where
         let name = obj.name_any();
         let want =
             serde_json::to_value(obj).map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
-        let current = live.iter().find(|l| l.name_any() == name);
+        let current = own(api, live, &name, owner_uid).await?;
         if let Some(current) = current {
             let have = serde_json::to_value(current)
                 .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
@@ -137,11 +177,7 @@ where
     let mut changes = Vec::new();
     for obj in live {
         let name = obj.name_any();
-        let controlled = obj
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && o.uid == owner_uid);
-        if !controlled
+        if !controlled_by(obj, owner_uid)
             || desired.iter().any(|d| d.name_any() == name)
             || obj.meta().deletion_timestamp.is_some()
         {

@@ -62,6 +62,10 @@ pub enum Error {
     Resubmit(#[source] kube::Error),
     #[error("{0} is not served by this cluster: install cert-manager, or use spec.tls.secretName")]
     MissingApi(&'static str),
+    #[error(
+        "{0} exists and was not created by pgpilot for this cluster: nothing was changed; rename the cluster or remove the object"
+    )]
+    Conflict(String),
 }
 
 impl Error {
@@ -76,6 +80,7 @@ impl Error {
             Error::Status(..) => "StatusFailed",
             Error::Resubmit(..) => "ResubmitFailed",
             Error::MissingApi(..) => "MissingApi",
+            Error::Conflict(..) => "Conflict",
         }
     }
 }
@@ -535,7 +540,7 @@ async fn materialize(
         ($kind:ty, $desired:expr) => {{
             let api: Api<$kind> = Api::namespaced(client.clone(), &ns);
             let live = apply::list(&api, &selector).await?;
-            changes.extend(apply::apply_all(&api, $desired, &live).await?);
+            changes.extend(apply::apply_all(&api, $desired, &live, &uid).await?);
             changes.extend(apply::prune(&api, $desired, &live, &uid).await?);
         }};
     }
@@ -547,7 +552,7 @@ async fn materialize(
     {
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let live = apply::list(&api, &selector).await?;
-        changes.extend(secrets::ensure(&api, &r.secrets, &live).await?);
+        changes.extend(secrets::ensure(&api, &r.secrets, &live, &uid).await?);
         let wanted: Vec<Secret> = r
             .secrets
             .iter()
@@ -577,7 +582,7 @@ async fn materialize(
                 d
             })
             .collect();
-        changes.extend(apply::apply_all(&api, &desired, &live).await?);
+        changes.extend(apply::apply_all(&api, &desired, &live, &uid).await?);
         changes.extend(apply::prune(&api, &desired, &live, &uid).await?);
         let (grown, refused) = volumes::grow(client, &ns, &r.stateful_sets).await?;
         changes.extend(grown);
@@ -600,6 +605,12 @@ async fn materialize(
                 }
                 Err(e) => return Err(Error::List("Certificate".into(), e)),
             };
+            if current
+                .as_ref()
+                .is_some_and(|c| !apply::controlled_by(c, &uid))
+            {
+                return Err(Error::Conflict(format!("Certificate/{cert_name}")));
+            }
             let want = serde_json::to_value(cert)
                 .map_err(|e| Error::Serialize(cert_name.clone(), e.to_string()))?;
             let same = current

@@ -1,6 +1,7 @@
-//! Secrets: generated once, never overwritten. A password already in a Secret (generated
-//! earlier, or put there by the user before the cluster existed) is read and reused; only
-//! the keys derived from it are kept up to date.
+//! Secrets: generated once, never overwritten. A password already in a Secret pgpilot made
+//! is read and reused; only the keys derived from it are kept up to date. A login Secret the
+//! user made before the cluster existed supplies its password and is left exactly as it is;
+//! any other Secret of a child's name that pgpilot did not make is a conflict.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use super::Error;
-use super::apply::{Change, FIELD_MANAGER, contains};
+use super::apply::{Change, FIELD_MANAGER, contains, own};
 use crate::names;
 use crate::render::{SecretKind, SecretTemplate, secret_data};
 
@@ -42,13 +43,31 @@ pub async fn ensure(
     api: &Api<Secret>,
     templates: &[SecretTemplate],
     live: &[Secret],
+    owner_uid: &str,
 ) -> Result<Vec<Change>, Error> {
     let mut changes = Vec::new();
     for t in templates {
         let name = t.name().to_owned();
-        let current = live
-            .iter()
-            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()));
+        let current = match own(api, live, &name, owner_uid).await {
+            Ok(current) => current,
+            Err(Error::Conflict(what)) => {
+                // The user's own login Secret, with a password: the role gets that password
+                // (the roles Job reads it from this Secret), and the Secret is untouched.
+                let theirs = match &t.kind {
+                    SecretKind::Login { .. } => api
+                        .get_opt(&name)
+                        .await
+                        .map_err(|e| Error::List(format!("Secret/{name}"), e))?
+                        .and_then(|s| text(&s, "password")),
+                    _ => None,
+                };
+                match theirs {
+                    Some(_) => continue,
+                    None => return Err(Error::Conflict(what)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let data: BTreeMap<String, String> = match (&t.kind, current) {
             (SecretKind::PgBackRestTls { .. }, Some(s))
                 if ["ca.crt", "tls.crt", "tls.key"]
