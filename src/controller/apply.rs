@@ -115,35 +115,53 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
     K::DynamicType: Default,
 {
+    let kind = K::kind(&K::DynamicType::default()).to_string();
     let mut changes = Vec::new();
     for obj in desired {
         let name = obj.name_any();
         let want =
             serde_json::to_value(obj).map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
         let current = own(api, live, &name, owner_uid).await?;
-        if let Some(current) = current {
-            let have = serde_json::to_value(current)
-                .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
-            if contains(&have, &owned_fields(&want)) {
-                continue;
-            }
-        }
-        let kind = K::kind(&K::DynamicType::default()).to_string();
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&want),
-        )
-        .await
-        .map_err(|e| Error::Apply(format!("{kind}/{name}"), e))?;
-        let label = format!("{kind}/{name}");
-        changes.push(if current.is_some() {
-            Change::Updated(label)
-        } else {
-            Change::Created(label)
-        });
+        let have = current
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
+        let compare = owned_fields(&want);
+        changes.extend(apply_one(api, &kind, &name, &want, &compare, have.as_ref()).await?);
     }
     Ok(changes)
+}
+
+/// The one write path for children: server-side applies `want` with field manager
+/// `pgpilot` unless the live object `have` already holds everything in `compare`; says
+/// what changed.
+pub async fn apply_one<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    want: &Value,
+    compare: &Value,
+    have: Option<&Value>,
+) -> Result<Option<Change>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if have.is_some_and(|have| contains(have, compare)) {
+        return Ok(None);
+    }
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(want),
+    )
+    .await
+    .map_err(|e| Error::Apply(format!("{kind}/{name}"), e))?;
+    let label = format!("{kind}/{name}");
+    Ok(Some(if have.is_some() {
+        Change::Updated(label)
+    } else {
+        Change::Created(label)
+    }))
 }
 
 /// Lists a cluster's children of one kind.

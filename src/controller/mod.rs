@@ -613,24 +613,22 @@ async fn materialize(
             }
             let want = serde_json::to_value(cert)
                 .map_err(|e| Error::Serialize(cert_name.clone(), e.to_string()))?;
-            let same = current
+            let have = current
                 .as_ref()
-                .and_then(|c| serde_json::to_value(c).ok())
-                .is_some_and(|have| contains(&have, &serde_json::json!({ "spec": want["spec"] })));
-            if !same {
-                api.patch(
-                    &cert_name,
-                    &PatchParams::apply(apply::FIELD_MANAGER).force(),
-                    &Patch::Apply(&want),
-                )
-                .await
-                .map_err(|e| Error::Apply(format!("Certificate/{cert_name}"), e))?;
-                changes.push(if current.is_some() {
-                    Change::Updated(format!("Certificate/{cert_name}"))
-                } else {
-                    Change::Created(format!("Certificate/{cert_name}"))
-                });
-            }
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| Error::Serialize(cert_name.clone(), e.to_string()))?;
+            let compare = serde_json::json!({ "spec": want["spec"] });
+            let change = apply::apply_one(
+                &api,
+                "Certificate",
+                &cert_name,
+                &want,
+                &compare,
+                have.as_ref(),
+            )
+            .await?;
+            changes.extend(change);
         }
     }
 

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use super::Error;
-use super::apply::{Change, FIELD_MANAGER, contains, own};
+use super::apply::{Change, apply_one, own};
 use crate::names;
 use crate::render::{SecretKind, SecretTemplate, secret_data};
 
@@ -102,29 +102,15 @@ pub async fn ensure(
         };
         let want = serde_json::to_value(&desired)
             .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
-        if let Some(current) = current {
-            let have = serde_json::to_value(current)
-                .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
-            let mut compare = want.clone();
-            if let Some(meta) = compare.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-                meta.retain(|k, _| ["labels", "ownerReferences"].contains(&k.as_str()));
-            }
-            if contains(&have, &compare) {
-                continue;
-            }
+        let have = current
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
+        let mut compare = want.clone();
+        if let Some(meta) = compare.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.retain(|k, _| ["labels", "ownerReferences"].contains(&k.as_str()));
         }
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&want),
-        )
-        .await
-        .map_err(|e| Error::Apply(format!("Secret/{name}"), e))?;
-        changes.push(if current.is_some() {
-            Change::Updated(format!("Secret/{name}"))
-        } else {
-            Change::Created(format!("Secret/{name}"))
-        });
+        changes.extend(apply_one(api, "Secret", &name, &want, &compare, have.as_ref()).await?);
     }
     Ok(changes)
 }
