@@ -471,3 +471,37 @@ fn the_operator_s_account_holds_only_what_it_uses() {
         assert!(!can(denied), "may not {denied:?}");
     }
 }
+
+/// A resolved spec that validation refuses, stored while the webhooks were absent, renders
+/// nothing: `Resolved=False`, reason `Invalid`, with the field errors.
+#[test]
+fn an_invalid_stored_spec_renders_nothing() {
+    let _one = serial();
+    let ns = namespace("invalid");
+    let resolved = pgpilot_resolve(
+        &std::fs::read_to_string(format!("{REPO}/manifests/samples/minimal.yaml")).unwrap(),
+    );
+    let mut object: serde_json::Value = serde_yaml::from_str(&resolved).unwrap();
+    object["spec"]["instances"] = serde_json::json!(0);
+    remove_webhooks();
+    kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &object.to_string()).success();
+    ENV.cluster
+        .install_webhooks(&ENV.configurations)
+        .expect("webhooks back");
+    let condition = |field: &str| {
+        jsonpath(
+            &ns,
+            "pgc/minimal",
+            &format!("{{.status.conditions[?(@.type==\"Resolved\")].{field}}}"),
+        )
+    };
+    eventually("Resolved=False, Invalid", Duration::from_secs(30), || {
+        (condition("reason") == "Invalid").then_some(())
+    });
+    assert!(
+        condition("message").contains("spec.instances: Invalid value: 0"),
+        "{}",
+        condition("message")
+    );
+    assert!(children(&ns, "minimal").is_empty(), "nothing is rendered");
+}

@@ -102,6 +102,19 @@ pub fn instance_conf(c: &Cluster) -> Result<String, RenderError> {
     Ok(s)
 }
 
+/// A value from the spec as it may go into an ini file: refused when it holds a control
+/// character, which would end its line and inject the next (validation rejects such
+/// values; this stands for a spec that reached the controller without it).
+fn ini_value<'a>(field: &str, value: &'a str) -> Result<&'a str, RenderError> {
+    if value.chars().any(char::is_control) {
+        return Err(RenderError::Build {
+            what: "pgbackrest.conf".into(),
+            reason: format!("spec.backup.pgbackrest.repos[].{field} holds a control character"),
+        });
+    }
+    Ok(value)
+}
+
 pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
     let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
     let instances = *need(&c.spec.instances, "spec.instances")?;
@@ -118,7 +131,9 @@ pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
             let _ = writeln!(
                 s,
                 "{p}-type=s3\n{p}-path={object_path}\n{p}-s3-bucket={}\n{p}-s3-endpoint={}\n{p}-s3-region={}",
-                s3.bucket, s3.endpoint, s3.region
+                ini_value("s3.bucket", &s3.bucket)?,
+                ini_value("s3.endpoint", &s3.endpoint)?,
+                ini_value("s3.region", &s3.region)?
             );
             let key_type = if s3.credentials_secret.is_some() {
                 "shared"
@@ -130,7 +145,7 @@ pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
             let _ = writeln!(
                 s,
                 "{p}-type=gcs\n{p}-path={object_path}\n{p}-gcs-bucket={}",
-                gcs.bucket
+                ini_value("gcs.bucket", &gcs.bucket)?
             );
             match &gcs.credentials_secret {
                 Some(_) => {
@@ -147,7 +162,8 @@ pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
             let _ = writeln!(
                 s,
                 "{p}-type=azure\n{p}-path={object_path}\n{p}-azure-account={}\n{p}-azure-container={}",
-                az.account, az.container
+                ini_value("azure.account", &az.account)?,
+                ini_value("azure.container", &az.container)?
             );
         } else if repo.volume.is_some() {
             let _ = writeln!(s, "{p}-type=posix\n{p}-path={VOLUME_ROOT}/{p}");

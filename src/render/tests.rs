@@ -455,3 +455,24 @@ fn the_bootstrap_configuration_is_the_dynamic_configuration() {
         r.patroni_dynamic_config["ttl"]
     );
 }
+
+#[test]
+fn a_control_character_never_reaches_an_ini_file() {
+    let mut c = sample("ha-backup-pooler");
+    let repos = c
+        .spec
+        .backup
+        .as_mut()
+        .and_then(|b| b.pgbackrest.as_mut())
+        .and_then(|p| p.repos.as_mut())
+        .unwrap();
+    let s3 = repos.iter_mut().find_map(|r| r.s3.as_mut()).unwrap();
+    s3.bucket = "acme\nrepo1-path=/".into();
+    let err = render(&c).unwrap_err().to_string();
+    assert!(err.contains("s3.bucket holds a control character"), "{err}");
+    // Validation refuses the same spec, so the controller never renders it.
+    assert!(
+        !crate::validate::validate(&c, None).is_valid(),
+        "validate must refuse the bucket"
+    );
+}
