@@ -99,7 +99,9 @@ pub fn derive(inputs: TuningInputs) -> BTreeMap<String, String> {
         // connections, with room for three such operations each; at least 1 MB.
         set(
             "work_mem",
-            pg_memory(((memory - shared) / (connections * 3)).max(MIB)),
+            // Saturating: an absurd max_connections (validation reports it) must not
+            // overflow on its way there.
+            pg_memory(((memory - shared) / connections.saturating_mul(3)).max(MIB)),
         );
     }
     if let Some(storage) = inputs.storage.filter(|s| *s > 0) {
@@ -122,6 +124,17 @@ pub fn parameter_bytes(name: &str, value: &str) -> Option<i128> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_absurd_max_connections_does_not_overflow() {
+        let p = derive(TuningInputs {
+            memory: Some(GIB),
+            storage: None,
+            instances: 2,
+            connections: Some(i128::MAX),
+        });
+        assert_eq!(p["work_mem"], "1MB");
+    }
     use super::*;
 
     #[test]
