@@ -40,6 +40,19 @@ impl SecretTemplate {
 }
 
 /// The keys of a Secret, given its password.
+/// `s` with every byte outside RFC 3986's unreserved characters percent-encoded.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub fn secret_data(kind: &SecretKind, password: &str) -> BTreeMap<String, String> {
     let mut d = BTreeMap::from([("password".to_owned(), password.to_owned())]);
     match kind {
@@ -49,9 +62,14 @@ pub fn secret_data(kind: &SecretKind, password: &str) -> BTreeMap<String, String
             dbname,
         } => {
             let port = names::POSTGRES_PORT.to_string();
-            // Passwords are URL-safe by construction (see the controller), so the URI
-            // needs no escaping; usernames are plain identifiers.
-            let uri = format!("postgresql://{username}:{password}@{host}:{port}/{dbname}");
+            // Generated passwords are URL-safe, but one reused from an edited Secret may
+            // hold anything: every part is percent-encoded.
+            let uri = format!(
+                "postgresql://{}:{}@{host}:{port}/{}",
+                percent_encode(username),
+                percent_encode(password),
+                percent_encode(dbname)
+            );
             d.extend([
                 ("username".into(), username.clone()),
                 ("host".into(), host.clone()),
@@ -62,9 +80,11 @@ pub fn secret_data(kind: &SecretKind, password: &str) -> BTreeMap<String, String
         }
         SecretKind::Pooler { username } => {
             d.insert("username".into(), username.clone());
+            // pgBouncer's userlist quotes each field and doubles a quote inside one.
+            let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
             d.insert(
                 "userlist.txt".into(),
-                format!("\"{username}\" \"{password}\"\n"),
+                format!("{} {}\n", quoted(username), quoted(password)),
             );
         }
         SecretKind::PatroniApi => {
@@ -155,4 +175,29 @@ pub fn exporter_enabled(c: &Cluster) -> bool {
 
 pub fn pooler_enabled(c: &Cluster) -> bool {
     c.spec.pooler.as_ref().and_then(|p| p.enabled) == Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reused_passwords_are_escaped_where_they_are_embedded() {
+        let login = SecretKind::Login {
+            username: "app".into(),
+            host: "db-primary.ns.svc".into(),
+            dbname: "app".into(),
+        };
+        let d = secret_data(&login, "p@ss:w/rd?#%\"");
+        assert_eq!(
+            d["uri"],
+            "postgresql://app:p%40ss%3Aw%2Frd%3F%23%25%22@db-primary.ns.svc:5432/app"
+        );
+        assert_eq!(d["password"], "p@ss:w/rd?#%\"");
+        let pooler = SecretKind::Pooler {
+            username: "pgbouncer".into(),
+        };
+        let d = secret_data(&pooler, "a\"b");
+        assert_eq!(d["userlist.txt"], "\"pgbouncer\" \"a\"\"b\"\n");
+    }
 }
