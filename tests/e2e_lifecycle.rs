@@ -156,11 +156,22 @@ fn of_two_operators_only_the_leader_acts() {
     );
 
     // The leader goes away: the other takes over and heals drift.
+    // A graceful stop releases the Lease (no holder once the process has exited): the
+    // other takes it at its next attempt (every 5 s), not after the 15 s a dead holder's
+    // Lease needs to expire.
     ENV.operator.stop();
+    let released = std::time::Instant::now();
+    let after_stop = holder();
+    assert!(
+        after_stop.is_empty() || after_stop != first,
+        "the stopped operator still holds the Lease: it was not released"
+    );
     let taken = eventually("a new leader", Duration::from_secs(40), || {
         let h = holder();
         (h != first && !h.is_empty()).then_some(h)
     });
+    let took = released.elapsed();
+    println!("the second operator led {took:?} after the first stopped");
     kubectl(&["delete", "service", "-n", &ns, "minimal-replicas"]).success();
     eventually(
         "minimal-replicas recreated by the new leader",

@@ -1,9 +1,13 @@
 //! Leader election on a `coordination.k8s.io` Lease, so that of several operator replicas
 //! exactly one reconciles (every replica serves the webhook). The holder renews the Lease
-//! every `RENEW`; another replica takes over once it has gone unrenewed for `DURATION`.
-//! Updates carry the Lease's resourceVersion, so two candidates can never both win.
+//! every `RENEW`; another replica takes over once it has *seen* the Lease go unrenewed for
+//! `DURATION` on its own monotonic clock (the holder's `renewTime` is never compared with
+//! the local wall clock, so skew between nodes cannot shorten a lease). Updates carry the
+//! Lease's resourceVersion, so two candidates can never both win. A holder that shuts down
+//! releases the Lease, so a successor leads at once.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -20,6 +24,9 @@ pub const RENEW: Duration = Duration::from_secs(5);
 pub struct Elector {
     api: Api<Lease>,
     identity: String,
+    /// The other holder's Lease as last seen (its resourceVersion, which every renewal
+    /// changes) and when this replica first saw that version.
+    observed: Mutex<Option<(String, Instant)>>,
 }
 
 impl Elector {
@@ -27,6 +34,43 @@ impl Elector {
         Elector {
             api: Api::namespaced(client, namespace),
             identity,
+            observed: Mutex::new(None),
+        }
+    }
+
+    /// Whether another holder's Lease has gone unrenewed for its duration, as observed here.
+    fn expired(&self, lease: &Lease, duration: Duration) -> bool {
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        match observed.as_ref() {
+            Some((seen, since)) if *seen == version => since.elapsed() > duration,
+            _ => {
+                *observed = Some((version, Instant::now()));
+                false
+            }
+        }
+    }
+
+    /// Gives the Lease up (on shutdown): no holder, so another replica takes it at its next
+    /// attempt instead of waiting out the duration. Best effort: a failure only means the
+    /// successor waits.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(LEASE_NAME).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        match self
+            .api
+            .replace(LEASE_NAME, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => info!("released the lease"),
+            Err(e) => warn!("releasing the lease: {e}"),
         }
     }
 
@@ -60,16 +104,12 @@ impl Elector {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let renewed = spec
-            .renew_time
-            .map(|t| t.0)
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        let duration = i64::from(
-            spec.lease_duration_seconds
-                .unwrap_or(DURATION.as_secs() as i32),
-        );
-        let expired = Timestamp::now().as_second() - renewed.as_second() > duration;
-        if !mine && !expired {
+        let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+        let duration = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(DURATION, Duration::from_secs);
+        if !mine && !free && !self.expired(&lease, duration) {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
@@ -92,7 +132,10 @@ impl Elector {
 
     /// Waits until this replica leads (or `shutdown`), then keeps renewing; the returned
     /// token is cancelled when leadership is lost or on shutdown.
-    pub async fn lead(self, shutdown: CancellationToken) -> Option<CancellationToken> {
+    pub async fn lead(
+        self: std::sync::Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Option<CancellationToken> {
         loop {
             match self.try_acquire().await {
                 Ok(true) => break,

@@ -732,9 +732,12 @@ pub async fn run_elected(
 ) {
     let identity = identity();
     loop {
-        let elector =
-            leader::Elector::new(client.clone(), &settings.lease_namespace, identity.clone());
-        let Some(leading) = elector.lead(shutdown.clone()).await else {
+        let elector = Arc::new(leader::Elector::new(
+            client.clone(),
+            &settings.lease_namespace,
+            identity.clone(),
+        ));
+        let Some(leading) = elector.clone().lead(shutdown.clone()).await else {
             return;
         };
         let ctx = Context::new(client.clone(), config.clone(), &settings, identity.clone());
@@ -743,6 +746,7 @@ pub async fn run_elected(
         settings.metrics.set_leading(false);
         leading.cancel();
         if shutdown.is_cancelled() {
+            elector.release().await;
             return;
         }
         info!("stopped reconciling; waiting to lead again");
