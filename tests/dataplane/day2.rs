@@ -410,22 +410,9 @@ impl Harness {
                 .get(kind, name)
                 .map(|o| o["metadata"]["resourceVersion"].clone())
         };
-        let children = || {
-            let kinds = [
-                "statefulset",
-                "configmap",
-                "secret",
-                "service",
-                "cronjob",
-                "deployment",
-            ];
-            self.child_records(&kinds, |o| {
-                o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-        };
+        // Writes to the objects themselves, by manager: the controllers' own status updates
+        // (a CronJob's schedule coming due in the window) are not the operator's.
+        let children = || self.children_versions();
         let events = || self.occurrences(None, None);
         // Quiet first: no WAL in flight, so no member's published position moves.
         self.su("dp-primary.dataplane.svc").query("CHECKPOINT");

@@ -13,7 +13,9 @@ impl Harness {
     /// Every write to a child of the cluster other than a status update (which the
     /// workload controllers make): `kind/name` with its `managedFields` entries outside
     /// the status subresource (manager, operation, time), which any write moves.
-    fn children_versions(&self) -> Vec<String> {
+    /// Per child, each manager's last write outside subresources (`status`): what the
+    /// operator changes when it writes, and what a controller's status update leaves alone.
+    pub fn children_versions(&self) -> Vec<String> {
         let kinds = [
             "statefulset",
             "configmap",
