@@ -1,7 +1,8 @@
 //! Secrets: generated once, never overwritten. A password already in a Secret pgpilot made
-//! is read and reused; only the keys derived from it are kept up to date. A login Secret the
-//! user made before the cluster existed supplies its password and is left exactly as it is;
-//! any other Secret of a child's name that pgpilot did not make is a conflict.
+//! is read and reused; only the keys derived from it are kept up to date. A user's login
+//! Secret (`C-user-NAME`) made before the cluster existed supplies its password and is left
+//! exactly as it is; any other Secret of a child's name that pgpilot did not make is a
+//! conflict.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,21 @@ pub fn password() -> String {
         .collect()
 }
 
+/// A role's login Secret, `C-user-NAME` (not the superuser's, the replication or the
+/// exporter's, which only pgpilot makes).
+fn is_user_secret(t: &SecretTemplate) -> bool {
+    let cluster = t
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(names::CLUSTER_LABEL));
+    cluster.is_some_and(|c| {
+        t.name()
+            .strip_prefix(c.as_str())
+            .is_some_and(|rest| rest.starts_with("-user-"))
+    })
+}
+
 fn text(secret: &Secret, key: &str) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone())
@@ -54,7 +70,7 @@ pub async fn ensure(
                 // The user's own login Secret, with a password: the role gets that password
                 // (the roles Job reads it from this Secret), and the Secret is untouched.
                 let theirs = match &t.kind {
-                    SecretKind::Login { .. } => api
+                    SecretKind::Login { .. } if is_user_secret(t) => api
                         .get_opt(&name)
                         .await
                         .map_err(|e| Error::List(format!("Secret/{name}"), e))?

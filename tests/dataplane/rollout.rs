@@ -321,7 +321,7 @@ impl Harness {
         let replicas: Vec<&str> = MEMBERS.iter().copied().filter(|m| *m != leader).collect();
         self.check_topology(&leader, &replicas);
         figures.push(format!(
-            "spec.paused: a resources change and pgpilot.io/restart held for 15 s with no pod replaced and the StatefulSet untouched; resumed, one rollout of both in {:.1} s",
+            "spec.paused: a resources change and pgpilot.io/restart held over three counted rounds of resyncs with no pod replaced and the StatefulSet untouched; resumed, one rollout of both in {:.1} s",
             t.elapsed().as_secs_f64()
         ));
     }
