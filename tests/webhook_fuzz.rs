@@ -18,6 +18,7 @@ mod support;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -484,6 +485,21 @@ fn run(cases: u32, seed: u64) -> Tally {
     println!(
         "fuzz: {cases} reviews in {:?}: {tally:#?}",
         started.elapsed()
+    );
+    // Straight to the standard error, past the test harness's capture: `make test` shows
+    // how many cases ran, from which seed, and what came of them.
+    let kinds: Vec<String> = tally
+        .verdicts
+        .iter()
+        .map(|(kind, n)| format!("{kind}: {n}"))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "fuzz: {cases} reviews from seed {seed} in {:.1?}: {}; {} patched objects were fixed points, {} admitted ones rendered",
+        started.elapsed(),
+        kinds.join(", "),
+        tally.fixed_points,
+        tally.rendered
     );
     if let Err(e) = result {
         panic!("seed {seed}: {e}");
