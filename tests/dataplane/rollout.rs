@@ -229,6 +229,12 @@ impl Harness {
         wait_for(&format!("{target} leading"), 60, || {
             (self.leader(&MEMBERS) == Some(target.clone())).then_some(())
         });
+        // Admission checks a target against the status: wait until it names the new
+        // primary, or a refusal below would race the status write.
+        wait_for(&format!("status.primary {target}"), 60, || {
+            let pgc = self.kube.get("postgrescluster", CLUSTER)?;
+            (pgc["status"]["primary"] == target.as_str()).then_some(())
+        });
         let (acked, lost, gap) = writer.finish(&primary);
         assert_eq!(lost, 0, "acknowledged rows lost in the switchovers");
         assert_eq!(
