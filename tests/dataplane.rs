@@ -446,8 +446,14 @@ impl Harness {
         ));
     }
 
+    /// The leader among the instance pods that exist now (five after the scale-out, and a
+    /// failover may land on any of them).
     fn current_leader(&self) -> String {
-        wait_for("a leader", 120, || self.leader(&["dp-0", "dp-1", "dp-2"]))
+        wait_for("a leader", 120, || {
+            let names = self.instance_names();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            self.leader(&names)
+        })
     }
 
     /// Users and databases as the cluster sees them, without SCRAM verifiers (salted anew
