@@ -17,15 +17,7 @@ pub const MAX_INPUT_BYTES: usize = 8 << 20;
 /// (`spec.instances: invalid type: string "two", expected i32`).
 pub fn from_value(value: serde_json::Value) -> Result<PostgresCluster, String> {
     is_cluster(&value)?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })
+    serde_path_to_error::deserialize(value).map_err(structure::describe)
 }
 
 /// Reads a JSON value as the admission webhook and the CLI do: every structural problem of

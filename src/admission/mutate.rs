@@ -20,11 +20,11 @@ pub(super) fn respond(review: &Review, config: &Config) -> AdmissionResponse {
     };
     // On UPDATE, derived defaults follow their inputs: `resolve` compares with the old spec.
     let old = objects.old.as_ref().map(|o| &o.spec);
-    let resolved = resolve(&objects.new.spec, old, config);
+    let resolved = resolve(&objects.read.cluster.spec, old, config);
     // A structural mistake leaves no object to patch: deny with every error at once, the
     // structural ones and those of the rest of the resolved spec.
     if !objects.read.errors.is_empty() {
-        let mut cluster = objects.new.clone();
+        let mut cluster = objects.read.cluster.clone();
         cluster.spec = resolved;
         let outcome = validate_read(&objects.read, &cluster, objects.old.as_ref());
         return review.deny(invalid(&cluster, &outcome.errors));

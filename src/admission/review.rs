@@ -190,12 +190,7 @@ impl Review {
             (Operation::Update, None) => return Err("request.oldObject: missing on UPDATE".into()),
             _ => None,
         };
-        Ok(Objects {
-            raw,
-            new: read.cluster.clone(),
-            read,
-            old,
-        })
+        Ok(Objects { raw, read, old })
     }
 }
 
@@ -203,8 +198,8 @@ impl Review {
 pub struct Objects<'a> {
     /// The submitted object exactly as received.
     pub raw: &'a Value,
-    pub new: PostgresCluster,
-    /// How `new` was read: its structural errors, and the fields left out to read it.
+    /// The submitted object as read (`read.cluster`), its structural errors, and the fields
+    /// left out to read it.
     pub read: manifest::Lenient,
     /// The stored object, on UPDATE (when it can be read).
     pub old: Option<PostgresCluster>,

@@ -16,11 +16,11 @@ pub(super) fn respond(review: &Review) -> AdmissionResponse {
         Ok(objects) => objects,
         Err(why) => return review.reject(why),
     };
-    let outcome = validate_read(&objects.read, &objects.new, objects.old.as_ref());
+    let outcome = validate_read(&objects.read, &objects.read.cluster, objects.old.as_ref());
     let mut response = if outcome.is_valid() {
         review.allow()
     } else {
-        review.deny(invalid(&objects.new, &outcome.errors))
+        review.deny(invalid(&objects.read.cluster, &outcome.errors))
     };
     // kubectl prints warnings whether the object is admitted or not.
     if !outcome.warnings.is_empty() {

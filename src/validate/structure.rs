@@ -115,8 +115,9 @@ pub fn read(mut value: Value) -> Result<Lenient, String> {
     Err("too many unreadable fields".into())
 }
 
-/// The deserializer's error with its field path, as the strict reader words it.
-fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> String {
+/// The deserializer's error with its field path (`spec.instances: invalid type: ...`):
+/// the wording of both readers, strict and lenient.
+pub(crate) fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = err.path().to_string();
     let inner = err.into_inner().to_string();
     if path == "." {
@@ -237,21 +238,13 @@ fn check(
         if schema["nullable"] == true || schema.get("type").is_none() {
             return false;
         }
-        return wrong_type(value, schema, path, e);
+        return wrong_type(value, schema["type"].as_str().unwrap_or("object"), path, e);
     }
     if schema["x-kubernetes-int-or-string"] == true {
         return match value {
             Value::String(_) => false,
             Value::Number(n) if n.is_i64() || n.is_u64() => false,
-            _ => {
-                let detail = format!(
-                    "{} in body must be of type integer or string: {:?}",
-                    path.as_str(),
-                    type_name(value)
-                );
-                e.invalid(path, format!("{:?}", type_name(value)), detail);
-                true
-            }
+            _ => wrong_type(value, "integer or string", path, e),
         };
     }
     let Some(expected) = schema["type"].as_str() else {
@@ -266,7 +259,7 @@ fn check(
         _ => false,
     };
     if !fits {
-        return wrong_type(value, schema, path, e);
+        return wrong_type(value, schema["type"].as_str().unwrap_or("object"), path, e);
     }
     if let (Some(allowed), Value::String(s)) = (schema["enum"].as_array(), &*value) {
         let supported: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
@@ -335,8 +328,8 @@ fn check_object(
     false
 }
 
-fn wrong_type(value: &Value, schema: &Value, path: &Path, e: &mut Errors) -> bool {
-    let expected = schema["type"].as_str().unwrap_or("object");
+/// Records that `value` is not of the `expected` type; true: the node goes.
+fn wrong_type(value: &Value, expected: &str, path: &Path, e: &mut Errors) -> bool {
     let actual = type_name(value);
     let detail = format!(
         "{} in body must be of type {expected}: {actual:?}",
