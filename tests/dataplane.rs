@@ -293,17 +293,14 @@ impl Harness {
     /// from its metrics): a check that nothing changed then follows real resyncs, however
     /// slow the machine.
     fn wait_for_resyncs(&self, rounds: u64) {
-        const RECONCILED: &str = "pgpilot_controller_reconciles_total{result=\"ok\"}";
-        let start = Instant::now();
-        let reconciled = || self.operator.metric(RECONCILED).ok();
         let clusters = self.kube.list("postgresclusters", "").len() as u64;
-        let target = wait_for("the operator's metrics", 30, reconciled) + rounds * clusters;
-        let floor = Duration::from_secs(5 * rounds);
-        wait_for(
-            &format!("{rounds} rounds of resyncs ({target} reconciles)"),
-            60 + 100 * rounds,
-            || (start.elapsed() >= floor && reconciled()? >= target).then_some(()),
-        );
+        self.operator
+            .wait_for_reconciles(
+                rounds * clusters,
+                Duration::from_secs(5 * rounds),
+                Duration::from_secs(60 + 100 * rounds),
+            )
+            .unwrap_or_else(|e| panic!("{rounds} rounds of resyncs: {e}"));
     }
 
     fn su(&self, host: &str) -> Conn {

@@ -144,7 +144,7 @@ fn of_two_operators_only_the_leader_acts() {
     assert_eq!(holder(), first, "the lease stays with the first operator");
     assert_eq!(second.metric("pgpilot_controller_leader").unwrap(), 0);
     assert_eq!(
-        second.metric(RECONCILED).unwrap(),
+        second.metric(Operator::RECONCILED).unwrap(),
         0,
         "the second reconciled"
     );
@@ -307,21 +307,7 @@ fn resolve_output_is_read_back_unchanged_by_kubectl_and_the_api_server() {
         let resolved = pgpilot_resolve(&sample);
         let expected: serde_json::Value = serde_yaml::from_str(&resolved).unwrap();
         let name = expected["metadata"]["name"].as_str().unwrap().to_owned();
-        let local = kubectl_stdin(
-            &[
-                "create",
-                "--dry-run=client",
-                "-o",
-                "json",
-                "-n",
-                &ns,
-                "-f",
-                "-",
-            ],
-            &resolved,
-        )
-        .success();
-        let local: serde_json::Value = serde_json::from_str(&local.stdout).unwrap();
+        let local = read_by_kubectl(&ns, &resolved);
         assert_eq!(
             local["spec"], expected["spec"],
             "kubectl's YAML reader, {name}"
@@ -387,21 +373,7 @@ fn every_free_text_field_survives_kubectl_s_yaml_reader() {
     assert!(n > 20, "the sample has free-text fields: {n}");
     let written = pgpilot::yaml::to_string(&object).unwrap();
     let ns = namespace("freetext");
-    let read = kubectl_stdin(
-        &[
-            "create",
-            "--dry-run=client",
-            "-o",
-            "json",
-            "-n",
-            &ns,
-            "-f",
-            "-",
-        ],
-        &written,
-    )
-    .success();
-    let read: serde_json::Value = serde_json::from_str(&read.stdout).unwrap();
+    let read = read_by_kubectl(&ns, &written);
     assert_eq!(read["spec"], object["spec"], "{written}");
 }
 
@@ -415,27 +387,31 @@ fn replace_strings(value: &mut serde_json::Value, next: &mut impl FnMut() -> Str
 }
 
 fn pgpilot_resolve(yaml: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgpilot"))
-        .args(["resolve", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgpilot"));
+    command.args(["resolve", "-f", "-"]);
+    run(command, "pgpilot resolve -f -", Some(yaml))
+        .success()
+        .stdout
+}
+
+/// `yaml` as kubectl's own YAML reader gives it back (a client-side dry run: no admission,
+/// no storage).
+fn read_by_kubectl(ns: &str, yaml: &str) -> serde_json::Value {
+    let read = kubectl_stdin(
+        &[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-n",
+            ns,
+            "-f",
+            "-",
+        ],
+        yaml,
+    )
+    .success();
+    serde_json::from_str(&read.stdout).unwrap()
 }
 
 /// The operator runs in these suites with a token of its shipped ServiceAccount; what that

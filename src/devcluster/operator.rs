@@ -35,6 +35,9 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The series of the operator's successful reconciles.
+    pub const RECONCILED: &'static str = "pgpilot_controller_reconciles_total{result=\"ok\"}";
+
     /// Starts the operator and waits until its webhook port accepts connections.
     pub fn start(options: OperatorOptions) -> Result<Operator> {
         let operator = Operator {
@@ -115,15 +118,46 @@ impl Operator {
     /// `pgpilot_controller_reconciles_total{result="ok"}`), fetched over HTTPS and verified
     /// against the `ca.crt` next to the serving certificate.
     pub fn metric(&self, series: &str) -> Result<u64> {
-        let what = format!("reading {series} from {}/metrics", self.base_url());
-        let text = block_on(self.fetch_metrics())?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .ok_or_else(|| DevClusterError::Manifest(format!("{what}: no such series")))
+        block_on(async { self.read_metric(&self.metrics_client()?, series).await })
     }
 
-    async fn fetch_metrics(&self) -> Result<String> {
-        let what = format!("fetching {}/metrics", self.base_url());
+    /// Waits until at least `floor` has passed *and* the operator has finished `more`
+    /// successful reconciles beyond those it had counted on entry (its
+    /// `pgpilot_controller_reconciles_total{result="ok"}`): a check that nothing changed
+    /// then follows real resyncs, however slow the machine. Answers that fail meanwhile (an
+    /// operator just restarted) are retried until `timeout`.
+    pub fn wait_for_reconciles(&self, more: u64, floor: Duration, timeout: Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        block_on(async {
+            let client = self.metrics_client()?;
+            let mut target = None;
+            loop {
+                let last = match self.read_metric(&client, Self::RECONCILED).await {
+                    Ok(n) => {
+                        let target = *target.get_or_insert(n + more);
+                        if n >= target && start.elapsed() >= floor {
+                            return Ok(());
+                        }
+                        format!("{n} of {target} reconciles")
+                    }
+                    Err(e) => e.to_string(),
+                };
+                if start.elapsed() > timeout {
+                    return Err(DevClusterError::Timeout {
+                        what: format!("waiting for {more} more reconciles"),
+                        after: timeout,
+                        last,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+
+    /// A client of the operator's HTTPS port that trusts the `ca.crt` beside its
+    /// certificate.
+    fn metrics_client(&self) -> Result<kube::Client> {
+        let what = format!("a client for {}", self.base_url());
         let ca_path = self.options.cert_dir.join("ca.crt");
         let ca =
             std::fs::read(&ca_path).map_err(io_error(format!("reading {}", ca_path.display())))?;
@@ -135,11 +169,21 @@ impl Operator {
             .map_err(|e| DevClusterError::Manifest(format!("{what}: {e}")))?;
         let mut config = kube::Config::new(url);
         config.root_cert = Some(vec![ca.to_vec()]);
-        let client = kube::Client::try_from(config).map_err(kube_error(what.clone()))?;
+        kube::Client::try_from(config).map_err(kube_error(what))
+    }
+
+    async fn read_metric(&self, client: &kube::Client, series: &str) -> Result<u64> {
+        let what = format!("reading {series} from {}/metrics", self.base_url());
         let request = http::Request::get("/metrics")
             .body(Vec::new())
             .map_err(|e| DevClusterError::Manifest(format!("{what}: {e}")))?;
-        client.request_text(request).await.map_err(kube_error(what))
+        let text = client
+            .request_text(request)
+            .await
+            .map_err(kube_error(what.clone()))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .ok_or_else(|| DevClusterError::Manifest(format!("{what}: no such series")))
     }
 
     /// `https://ADDR`: where the webhook configurations must point.

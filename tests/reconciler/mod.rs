@@ -7,7 +7,7 @@
 mod e2e;
 #[allow(unused_imports)]
 pub use e2e::{REPO, Run, sample};
-pub use pgpilot::devcluster::OPERATOR_SERVICE_ACCOUNT;
+pub use pgpilot::devcluster::{OPERATOR_SERVICE_ACCOUNT, Operator};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use pgpilot::devcluster::{
-    self, DevCluster, Operator, OperatorOptions, Options, free_ports, webhook_configurations,
+    self, DevCluster, OperatorOptions, Options, free_ports, webhook_configurations,
 };
 
 pub struct Env {
@@ -76,43 +76,38 @@ pub static ENV: LazyLock<Env> = LazyLock::new(|| {
 });
 
 pub fn kubectl(args: &[&str]) -> Run {
-    let out = ENV
-        .cluster
-        .kubectl()
-        .args(args)
-        .current_dir(REPO)
-        .output()
-        .expect("kubectl runs");
-    Run {
-        command: format!("kubectl {}", args.join(" ")),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut command = ENV.cluster.kubectl();
+    command.args(args).current_dir(REPO);
+    run(command, &format!("kubectl {}", args.join(" ")), None)
 }
 
 pub fn kubectl_stdin(args: &[&str], stdin: &str) -> Run {
+    let mut command = ENV.cluster.kubectl();
+    command.args(args).current_dir(REPO);
+    run(command, &format!("kubectl {}", args.join(" ")), Some(stdin))
+}
+
+/// Runs `command` to its end, with `stdin` as its standard input (or none), and keeps
+/// what it printed.
+pub fn run(mut command: std::process::Command, name: &str, stdin: Option<&str>) -> Run {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = ENV
-        .cluster
-        .kubectl()
-        .args(args)
-        .current_dir(REPO)
-        .stdin(Stdio::piped())
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
     let out = child.wait_with_output().unwrap();
     Run {
-        command: format!("kubectl {}", args.join(" ")),
+        command: name.to_owned(),
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -295,8 +290,6 @@ pub fn wait_reconciled(ns: &str) {
     .success();
 }
 
-pub const RECONCILED: &str = "pgpilot_controller_reconciles_total{result=\"ok\"}";
-
 /// The number of PostgresClusters in the control plane, in every namespace.
 pub fn cluster_count() -> u64 {
     kubectl(&["get", "pgc", "-A", "-o", "name"])
@@ -311,13 +304,12 @@ pub fn cluster_count() -> u64 {
 /// its metrics), so that a check that nothing changed follows real resyncs however slow the
 /// machine is.
 pub fn wait_for_resyncs(operator: &Operator, rounds: u64) {
-    let start = Instant::now();
-    let reconciled = || operator.metric(RECONCILED).expect("the operator's metrics");
-    let target = reconciled() + rounds * cluster_count();
     let floor = Duration::from_secs(rounds * resync_seconds());
-    eventually(
-        &format!("{rounds} rounds of resyncs ({target} reconciles)"),
-        Duration::from_secs(60) + floor * 20,
-        || (start.elapsed() >= floor && reconciled() >= target).then_some(()),
-    );
+    operator
+        .wait_for_reconciles(
+            rounds * cluster_count(),
+            floor,
+            Duration::from_secs(60) + floor * 20,
+        )
+        .unwrap_or_else(|e| panic!("{rounds} rounds of resyncs: {e}"));
 }
