@@ -1,14 +1,19 @@
 //! The reconciler's life cycle, in tests that must have the control plane to themselves
 //! (they stop the operator, remove the webhooks or count every write): Secrets never
 //! change and a crash mid-reconcile converges; an unchanged cluster costs no writes; of two
-//! operators only the leader acts; an unresolved object is sent back through admission.
+//! operators only the leader acts, and a leader cut off from the API server stops before
+//! the other takes over; the operator rides out an API server restart; an unresolved
+//! object is sent back through admission.
 
 mod reconciler;
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reconciler::*;
+
+const LEADER: &str = "pgpilot_controller_leader";
 
 /// One test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -491,4 +496,234 @@ fn an_invalid_stored_spec_renders_nothing() {
         condition("message")
     );
     assert!(children(&ns, "minimal").is_empty(), "nothing is rendered");
+}
+
+/// The Lease's holder, as the API server stores it.
+fn lease_holder() -> String {
+    jsonpath(
+        OPERATOR_SERVICE_ACCOUNT.0,
+        "lease/pgpilot-controller",
+        "{.spec.holderIdentity}",
+    )
+}
+
+/// `kind/name manager operation time` of every write outside subresources to the
+/// children of `minimal` in `ns`: any write by the operator moves one.
+fn child_writes(ns: &str) -> BTreeSet<String> {
+    let out = kubectl(&[
+        "get",
+        "statefulsets,services,configmaps,secrets,poddisruptionbudgets,serviceaccounts,roles,rolebindings",
+        "-n",
+        ns,
+        "-l",
+        "pgpilot.io/cluster=minimal",
+        "-o",
+        "json",
+    ])
+    .success()
+    .stdout;
+    let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl's JSON");
+    let mut writes = BTreeSet::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let name = format!("{}/{}", item["kind"], item["metadata"]["name"]);
+        for f in item["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if f["subresource"].is_null() {
+                writes.insert(format!(
+                    "{name} {} {} {}",
+                    f["manager"], f["operation"], f["time"]
+                ));
+            }
+        }
+    }
+    writes
+}
+
+/// The leader cut off from the API server (a partition that makes its requests hang, not
+/// fail) stops acting on its own clock before its Lease can expire in the eyes of the other
+/// replica, which then takes over; when the partition heals, the old leader stays a
+/// follower and sends nothing.
+#[test]
+fn a_partitioned_leader_stops_before_another_takes_over() {
+    use pgpilot::controller::leader::{DURATION, RENEW};
+    let _one = serial();
+    let ns = namespace("partition");
+    apply_minimal(&ns);
+    wait_reconciled(&ns);
+
+    let api: std::net::SocketAddr = ENV
+        .cluster
+        .server()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the API server's address");
+    let link = link::Link::start(api);
+    let cut_off = operator_via(&ENV.cluster, Some(&link.url()), "partitioned.log", &[]);
+    // The direct operator steps down (releasing the Lease) so the linked one leads, then
+    // starts again as the follower.
+    ENV.operator.stop();
+    eventually(
+        "the linked operator leading",
+        Duration::from_secs(60),
+        || (cut_off.metric(LEADER).ok()? == 1).then_some(()),
+    );
+    let partitioned = lease_holder();
+    ENV.operator
+        .start_again()
+        .expect("the operator starts again");
+    eventually(
+        "the linked operator reconciling",
+        Duration::from_secs(60),
+        || (cut_off.metric(Operator::RECONCILED).ok()? > 0).then_some(()),
+    );
+
+    link.cut();
+    let cut = Instant::now();
+    let (mut stopped, mut taken) = (None, None);
+    while stopped.is_none() || taken.is_none() {
+        assert!(
+            cut.elapsed() < DURATION * 4,
+            "after {:?}: stopped {stopped:?}, taken over {taken:?}",
+            cut.elapsed()
+        );
+        if stopped.is_none() && cut_off.metric(LEADER).unwrap() == 0 {
+            stopped = Some(cut.elapsed());
+        }
+        if taken.is_none() && ENV.operator.metric(LEADER).unwrap_or(0) == 1 {
+            taken = Some(cut.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (stopped, taken) = (stopped.unwrap(), taken.unwrap());
+    println!(
+        "partition: the cut-off leader stopped {:.1} s after the cut, the other led {:.1} s after it",
+        stopped.as_secs_f64(),
+        taken.as_secs_f64()
+    );
+    assert!(
+        stopped < taken,
+        "the cut-off leader stopped at {stopped:?}, after the other took over at {taken:?}"
+    );
+    assert!(
+        stopped <= DURATION - RENEW + RENEW,
+        "stopped {stopped:?} after the cut: its last renewal was at most {RENEW:?} before"
+    );
+    let holder = lease_holder();
+    assert!(!holder.is_empty() && holder != partitioned, "{holder}");
+    let reconciled = cut_off.metric(Operator::RECONCILED).unwrap();
+
+    // The new leader acts; the old one, once the partition heals, does not.
+    kubectl(&["delete", "service", "-n", &ns, "minimal-replicas"]).success();
+    eventually(
+        "minimal-replicas recreated by the new leader",
+        Duration::from_secs(30),
+        || {
+            (!jsonpath(&ns, "service/minimal-replicas", "{.metadata.name}").is_empty())
+                .then_some(())
+        },
+    );
+    link.heal();
+    // Two renewals by the leader while the healed one campaigns (every RENEW).
+    let renewed = || {
+        jsonpath(
+            OPERATOR_SERVICE_ACCOUNT.0,
+            "lease/pgpilot-controller",
+            "{.spec.renewTime}",
+        )
+    };
+    let mut renewals = vec![renewed()];
+    eventually("two renewals of the lease", Duration::from_secs(60), || {
+        let now = renewed();
+        if renewals.last() != Some(&now) {
+            renewals.push(now);
+        }
+        (renewals.len() >= 3).then_some(())
+    });
+    assert_eq!(
+        lease_holder(),
+        holder,
+        "the lease stays with the new leader"
+    );
+    assert_eq!(cut_off.metric(LEADER).unwrap(), 0);
+    assert_eq!(
+        cut_off.metric(Operator::RECONCILED).unwrap(),
+        reconciled,
+        "the healed operator reconciled after it stopped leading"
+    );
+    let log =
+        std::fs::read_to_string(ENV.cluster.work_dir().join("partitioned.log")).unwrap_or_default();
+    assert!(
+        log.contains("no longer leading"),
+        "the cut-off operator says why it stopped:\n{log}"
+    );
+    drop(cut_off);
+}
+
+/// kube-apiserver stopped and started again under a running operator: its watches
+/// reconnect by themselves (an edit after the restart is acted on), it leads again (kept
+/// or re-acquired), and the restart itself causes no write to any child.
+#[test]
+fn the_operator_rides_out_an_api_server_restart() {
+    let _one = serial();
+    let ns = namespace("restart");
+    apply_minimal(&ns);
+    wait_reconciled(&ns);
+    wait_for_resyncs(&ENV.operator, 1);
+    let pids = operator_pids();
+    let transitions = || {
+        jsonpath(
+            OPERATOR_SERVICE_ACCOUNT.0,
+            "lease/pgpilot-controller",
+            "{.spec.leaseTransitions}",
+        )
+    };
+    let (holder, transitions_before) = (lease_holder(), transitions());
+    let writes_before = child_writes(&ns);
+
+    let gone = ENV
+        .cluster
+        .restart_api_server(Duration::from_secs(120))
+        .expect("kube-apiserver starts again");
+    let back = Instant::now();
+    eventually("the operator leading", Duration::from_secs(60), || {
+        (ENV.operator.metric(LEADER).ok()? == 1).then_some(())
+    });
+    let leading = back.elapsed();
+    // Watches resumed: a deleted child comes back without any other nudge.
+    kubectl(&["delete", "service", "-n", &ns, "minimal-replicas"]).success();
+    let deleted = Instant::now();
+    eventually(
+        "minimal-replicas recreated",
+        Duration::from_secs(90),
+        || {
+            (!jsonpath(&ns, "service/minimal-replicas", "{.metadata.name}").is_empty())
+                .then_some(())
+        },
+    );
+    let recreated = deleted.elapsed();
+    wait_for_resyncs(&ENV.operator, 2);
+    println!(
+        "API server restart: gone {:.1} s; the operator led {:.1} s after it answered (holder kept: {}), re-created a deleted child {:.1} s after the delete",
+        gone.as_secs_f64(),
+        leading.as_secs_f64(),
+        lease_holder() == holder && transitions() == transitions_before,
+        recreated.as_secs_f64()
+    );
+    assert_eq!(operator_pids(), pids, "the operator did not restart");
+    assert_eq!(lease_holder(), holder, "the same operator leads");
+    let writes_after: BTreeSet<String> = child_writes(&ns)
+        .into_iter()
+        .filter(|w| !w.starts_with("\"Service\"/minimal-replicas "))
+        .collect();
+    let writes_before: BTreeSet<String> = writes_before
+        .into_iter()
+        .filter(|w| !w.starts_with("\"Service\"/minimal-replicas "))
+        .collect();
+    assert_eq!(
+        writes_after, writes_before,
+        "the restart caused writes to the children"
+    );
 }

@@ -136,41 +136,56 @@ impl Elector {
         self: std::sync::Arc<Self>,
         shutdown: CancellationToken,
     ) -> Option<CancellationToken> {
-        loop {
-            match self.try_acquire().await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => warn!("leader election: {e}"),
+        let acquired = loop {
+            let sent = tokio::time::Instant::now();
+            match tokio::time::timeout(RENEW, self.try_acquire()).await {
+                Ok(Ok(true)) => break sent,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => warn!("leader election: {e}"),
+                Err(_) => warn!("leader election: no answer within {RENEW:?}"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(RENEW) => {}
             }
-        }
+        };
         info!(identity = %self.identity, "leading");
         let lost = shutdown.child_token();
         let token = lost.clone();
         tokio::spawn(async move {
-            let mut last_renewal = tokio::time::Instant::now();
+            // When the last successful renewal was *sent*: the API server stored it later,
+            // and another replica counts the duration from when it saw it, later still.
+            let mut renewed = acquired;
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
                     _ = tokio::time::sleep(RENEW) => {}
                 }
-                match self.try_acquire().await {
-                    Ok(true) => last_renewal = tokio::time::Instant::now(),
-                    Ok(false) => {
+                // Leading ends at this deadline whatever the API server does: a request
+                // that hangs (a partition, a frozen server) cannot stretch it. What is left
+                // is a margin of one renewal interval before another replica may lead.
+                let deadline = renewed + (DURATION - RENEW);
+                let sent = tokio::time::Instant::now();
+                match tokio::time::timeout_at(deadline, self.try_acquire()).await {
+                    Ok(Ok(true)) => renewed = sent,
+                    Ok(Ok(false)) => {
                         warn!("leadership lost to another replica");
                         token.cancel();
                         return;
                     }
-                    // A transient error: keep leading only while the lease cannot have
-                    // expired in the eyes of the others.
-                    Err(e) if last_renewal.elapsed() < DURATION - RENEW => {
+                    Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
                         warn!("renewing the lease: {e}")
                     }
-                    Err(e) => {
-                        warn!("renewing the lease failed for too long: {e}");
+                    Ok(Err(e)) => {
+                        warn!("renewing the lease failed for too long: {e}; no longer leading");
+                        token.cancel();
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(
+                            "the lease was not renewed within {:?}; no longer leading",
+                            DURATION - RENEW
+                        );
                         token.cancel();
                         return;
                     }

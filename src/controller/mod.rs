@@ -66,6 +66,8 @@ pub enum Error {
         "{0} exists and was not created by pgpilot for this cluster: nothing was changed; rename the cluster or remove the object"
     )]
     Conflict(String),
+    #[error("stopped: this replica no longer leads")]
+    NotLeading,
 }
 
 impl Error {
@@ -81,6 +83,7 @@ impl Error {
             Error::Resubmit(..) => "ResubmitFailed",
             Error::MissingApi(..) => "MissingApi",
             Error::Conflict(..) => "Conflict",
+            Error::NotLeading => "NotLeading",
         }
     }
 }
@@ -116,6 +119,9 @@ pub struct Context {
     /// Per member, when it was last asked to reload for a certificate.
     reloads: Mutex<HashMap<String, Instant>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Cancelled when this replica stops leading: every reconcile still running is dropped
+    /// at its next await, so nothing is sent after the lease may have passed to another.
+    leading: CancellationToken,
 }
 
 impl Context {
@@ -124,6 +130,7 @@ impl Context {
         config: Config,
         settings: &Settings,
         instance: String,
+        leading: CancellationToken,
     ) -> Arc<Context> {
         let reporter = Reporter {
             controller: "pgpilot".into(),
@@ -141,6 +148,7 @@ impl Context {
             certificates: Mutex::default(),
             reloads: Mutex::default(),
             metrics: settings.metrics.clone(),
+            leading,
         })
     }
 
@@ -258,6 +266,9 @@ fn key(obj: &DynamicObject) -> String {
 }
 
 fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    if matches!(error, Error::NotLeading) {
+        return Action::await_change();
+    }
     let n = {
         let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = f.entry(key(&obj)).or_default();
@@ -293,7 +304,11 @@ pub(crate) async fn publish(
 /// [`reconcile`], counted and timed in the metrics.
 async fn timed_reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
-    let result = reconcile(obj, ctx.clone()).await;
+    let result = tokio::select! {
+        biased;
+        _ = ctx.leading.cancelled() => return Err(Error::NotLeading),
+        result = reconcile(obj, ctx.clone()) => result,
+    };
     ctx.metrics.reconciled(result.is_ok(), start.elapsed());
     result
 }
@@ -740,11 +755,26 @@ pub async fn run_elected(
         let Some(leading) = elector.clone().lead(shutdown.clone()).await else {
             return;
         };
-        let ctx = Context::new(client.clone(), config.clone(), &settings, identity.clone());
+        let ctx = Context::new(
+            client.clone(),
+            config.clone(),
+            &settings,
+            identity.clone(),
+            leading.clone(),
+        );
         settings.metrics.set_leading(true);
+        // The gauge falls the moment leading ends: that is when reconciles stop acting,
+        // before the controller's watches have wound down.
+        let gauge = tokio::spawn({
+            let (leading, metrics) = (leading.clone(), settings.metrics.clone());
+            async move {
+                leading.cancelled().await;
+                metrics.set_leading(false);
+            }
+        });
         run(ctx, leading.clone()).await;
-        settings.metrics.set_leading(false);
         leading.cancel();
+        let _ = gauge.await;
         if shutdown.is_cancelled() {
             elector.release().await;
             return;

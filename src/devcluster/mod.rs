@@ -168,6 +168,8 @@ struct Cluster {
     webhook_cert_dir: PathBuf,
     /// etcd, kube-apiserver, kube-controller-manager, in start order.
     processes: Mutex<Vec<Arc<Supervised>>>,
+    /// kube-apiserver's arguments, to start it again the same way.
+    api_server_args: Mutex<Vec<String>>,
     /// Keep the work directory: starting failed.
     keep: AtomicBool,
     torn_down: AtomicBool,
@@ -213,6 +215,7 @@ impl DevCluster {
             webhook_cert_dir: files.webhook_dir.clone(),
             pki,
             processes: Mutex::new(Vec::new()),
+            api_server_args: Mutex::new(Vec::new()),
             keep: AtomicBool::new(false),
             torn_down: AtomicBool::new(false),
         });
@@ -290,54 +293,36 @@ impl DevCluster {
         .await?;
 
         let path = |p: &Path| p.display().to_string();
-        let apiserver = self.spawn(
-            "kube-apiserver",
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={}", c.api_port),
-                format!("--tls-cert-file={}", path(&files.apiserver_cert)),
-                format!("--tls-private-key-file={}", path(&files.apiserver_key)),
-                format!("--client-ca-file={}", path(&files.ca_cert)),
-                // Room for thousands of Services: scale runs create two per cluster.
-                "--service-cluster-ip-range=10.0.0.0/16".into(),
-                format!("--service-account-issuer={server}"),
-                format!(
-                    "--service-account-key-file={}",
-                    path(&files.service_account_public)
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    path(&files.service_account_key)
-                ),
-                "--authorization-mode=RBAC".into(),
-                "--allow-privileged=true".into(),
-                // With a loopback advertise address, the default endpoint reconciler fails
-                // every 10 s ("may not be in the loopback range").
-                "--endpoint-reconciler-type=none".into(),
-            ],
-        )?;
+        let api_server_args = [
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={}", c.api_port),
+            format!("--tls-cert-file={}", path(&files.apiserver_cert)),
+            format!("--tls-private-key-file={}", path(&files.apiserver_key)),
+            format!("--client-ca-file={}", path(&files.ca_cert)),
+            // Room for thousands of Services: scale runs create two per cluster.
+            "--service-cluster-ip-range=10.0.0.0/16".into(),
+            format!("--service-account-issuer={server}"),
+            format!(
+                "--service-account-key-file={}",
+                path(&files.service_account_public)
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                path(&files.service_account_key)
+            ),
+            "--authorization-mode=RBAC".into(),
+            "--allow-privileged=true".into(),
+            // With a loopback advertise address, the default endpoint reconciler fails
+            // every 10 s ("may not be in the loopback range").
+            "--endpoint-reconciler-type=none".into(),
+        ];
+        *process::lock(&c.api_server_args) = api_server_args.to_vec();
+        let apiserver = self.spawn("kube-apiserver", &api_server_args)?;
         let client = self.client().await?;
-        wait_for(
-            &apiserver,
-            "waiting for kube-apiserver /readyz",
-            options.ready_timeout,
-            || {
-                let client = client.clone();
-                async move {
-                    let readyz = http::Request::get("/readyz")
-                        .body(Vec::new())
-                        .expect("a valid request");
-                    client
-                        .request_text(readyz)
-                        .await
-                        .map(|_| true)
-                        .map_err(|e| e.to_string())
-                }
-            },
-        )
-        .await?;
+        self.wait_for_api_server(&apiserver, &client, options.ready_timeout)
+            .await?;
 
         let kcm_kubeconfig = path(&kcm_kubeconfig);
         let controller_manager = self.spawn(
@@ -385,6 +370,65 @@ impl DevCluster {
             check_alive(p, "starting the control plane")?;
         }
         Ok(())
+    }
+
+    async fn wait_for_api_server(
+        &self,
+        apiserver: &Supervised,
+        client: &kube::Client,
+        timeout: Duration,
+    ) -> Result<()> {
+        wait_for(
+            apiserver,
+            "waiting for kube-apiserver /readyz",
+            timeout,
+            || {
+                let client = client.clone();
+                async move {
+                    let readyz = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .expect("a valid request");
+                    client
+                        .request_text(readyz)
+                        .await
+                        .map(|_| true)
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
+        .await
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as an upgrade or a crash-restart of the control
+    /// plane does) and starts it again with the same arguments; returns once it answers
+    /// `/readyz`, with how long it was gone. Its previous log is kept as
+    /// `kube-apiserver.log.N`.
+    pub fn restart_api_server(&self, timeout: Duration) -> Result<Duration> {
+        let c = &self.inner;
+        let old = {
+            let mut processes = process::lock(&c.processes);
+            let at = processes
+                .iter()
+                .position(|p| p.name() == "kube-apiserver")
+                .ok_or_else(|| DevClusterError::Manifest("kube-apiserver is not running".into()))?;
+            processes.remove(at)
+        };
+        let stopped = Instant::now();
+        old.stop(Duration::from_secs(10));
+        if let Some(log) = old.log() {
+            let mut n = 1;
+            while log.with_extension(format!("log.{n}")).exists() {
+                n += 1;
+            }
+            let _ = std::fs::rename(log, log.with_extension(format!("log.{n}")));
+        }
+        let args = process::lock(&c.api_server_args).clone();
+        let apiserver = self.spawn("kube-apiserver", &args)?;
+        block_on(async {
+            let client = self.client().await?;
+            self.wait_for_api_server(&apiserver, &client, timeout).await
+        })?;
+        Ok(stopped.elapsed())
     }
 
     fn spawn(&self, name: &str, args: &[String]) -> Result<Arc<Supervised>> {

@@ -5,6 +5,7 @@
 
 #[path = "../e2e/mod.rs"]
 mod e2e;
+pub mod link;
 #[allow(unused_imports)]
 pub use e2e::{REPO, Run, sample};
 pub use pgpilot::devcluster::{OPERATOR_SERVICE_ACCOUNT, Operator};
@@ -34,13 +35,35 @@ pub fn resync_seconds() -> u64 {
 }
 
 pub fn operator(cluster: &DevCluster, log: &str, extra: &[&str]) -> Operator {
+    operator_via(cluster, None, log, extra)
+}
+
+/// [`operator`], reaching the API server at `server` (a [`link::Link`]) instead of directly.
+pub fn operator_via(
+    cluster: &DevCluster,
+    server: Option<&str>,
+    log: &str,
+    extra: &[&str],
+) -> Operator {
     let [port] = free_ports().expect("a free port");
+    // The operator's own ServiceAccount, as shipped: a missing permission fails.
+    let mut kubeconfig = cluster
+        .operator_kubeconfig(Path::new(REPO))
+        .expect("the operator's ServiceAccount and RBAC");
+    if let Some(server) = server {
+        let text = std::fs::read_to_string(&kubeconfig).expect("the operator's kubeconfig");
+        let direct = format!("server: {}", cluster.server());
+        assert!(text.contains(&direct), "{text}");
+        kubeconfig = cluster.work_dir().join(format!("{log}.kubeconfig"));
+        std::fs::write(
+            &kubeconfig,
+            text.replace(&direct, &format!("server: {server}")),
+        )
+        .expect("writing a kubeconfig");
+    }
     Operator::start(OperatorOptions {
         program: env!("CARGO_BIN_EXE_pgpilot").into(),
-        // The operator's own ServiceAccount, as shipped: a missing permission fails.
-        kubeconfig: cluster
-            .operator_kubeconfig(Path::new(REPO))
-            .expect("the operator's ServiceAccount and RBAC"),
+        kubeconfig,
         cert_dir: cluster.webhook_cert_dir().to_owned(),
         listen: ([127, 0, 0, 1], port).into(),
         log: Some(cluster.work_dir().join(log)),
