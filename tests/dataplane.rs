@@ -86,6 +86,8 @@ fn data_plane() {
     );
     h.live_configuration(&mut figures);
     show(&figures);
+    h.config_patch_interrupted(&mut figures);
+    show(&figures);
     h.replication_mode(&mut figures);
     show(&figures);
     h.restart_parameters(&mut figures);
@@ -103,6 +105,8 @@ fn data_plane() {
     h.rollout(&mut figures);
     show(&figures);
     h.operations(&mut figures);
+    show(&figures);
+    h.switchover_interrupted(&mut figures);
     show(&figures);
     h.certificate_renewal(&mut figures);
     show(&figures);
@@ -204,6 +208,18 @@ impl Harness {
             .args(["create", "namespace", NAMESPACE])
             .status()
             .expect("kubectl create namespace");
+        // Every pod below passes the API server's PodSecurity admission, `restricted`.
+        let labelled = Command::new(&kube.kubectl)
+            .env("KUBECONFIG", &kube.kubeconfig)
+            .args([
+                "label",
+                "namespace",
+                NAMESPACE,
+                "pod-security.kubernetes.io/enforce=restricted",
+            ])
+            .status()
+            .expect("kubectl label namespace");
+        assert!(labelled.success(), "labelling the namespace restricted");
         wait_for("the namespace's default ServiceAccount", 60, || {
             kube.get("serviceaccount", "default")
         });

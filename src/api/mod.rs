@@ -554,10 +554,12 @@ pub struct LastSwitchover {
     /// The primary after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// When it ended (RFC 3339).
+    /// When it ended, or while `InProgress` when Patroni was asked (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
-    /// `Succeeded` or `Failed`.
+    /// `Succeeded` or `Failed`; `InProgress` from just before Patroni is asked until the
+    /// outcome is known (an operator that takes over finishes it by looking at the
+    /// members, never by asking again).
     pub outcome: String,
     /// What happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]

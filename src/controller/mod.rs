@@ -12,6 +12,7 @@ mod restarts;
 mod rollout;
 mod secrets;
 mod status;
+mod switchover;
 mod volumes;
 
 use std::collections::HashMap;
@@ -485,25 +486,28 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     // A switchover asked for by annotation, once no rollout runs.
     if acting
         && observation.rolling.is_ok()
-        && let Some(value) = rollout::requested_switchover(&cluster)
+        && let Some((value, pending)) = switchover::requested(&cluster)
     {
-        match rollout::requested(&scope, &pods, &members, sync.as_deref(), &value).await {
+        let patroni = cluster.spec.patroni.as_ref();
+        let seconds = |v: Option<i32>| u64::try_from(v.unwrap_or(0)).unwrap_or(0);
+        let grace = Duration::from_secs(
+            seconds(patroni.and_then(|p| p.ttl)) + seconds(patroni.and_then(|p| p.loop_wait)),
+        );
+        let outcome = switchover::carry_out(
+            &scope,
+            &pods,
+            &members,
+            sync.as_deref(),
+            &value,
+            pending.as_ref(),
+            grace,
+        )
+        .await;
+        match outcome {
             Ok(done) => {
                 // Recorded at once: a request is carried out once, even if the status
                 // written below fails.
-                let before = cluster
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.last_switchover.as_ref())
-                    .and_then(|l| serde_json::to_value(l).ok())
-                    .unwrap_or_default();
-                let after = serde_json::to_value(&done)
-                    .map_err(|e| Error::Serialize(name.clone(), e.to_string()))?;
-                let patch = serde_json::json!({
-                    "status": { "lastSwitchover": status::merge_patch(&before, &after) }
-                });
-                status_api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                switchover::record(&scope, &done)
                     .await
                     .map_err(Error::Status)?;
                 observation.switchover = Some(done);

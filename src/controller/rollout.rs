@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, EvictParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -30,8 +29,6 @@ use tracing::info;
 
 use super::converge::{self, NotApplied};
 use super::{Context, Scope, publish};
-use crate::api::{LastSwitchover, PostgresCluster};
-use crate::names;
 use crate::patroni::member::{self as pmember, Member};
 use crate::patroni::{MemberState, SwitchoverRequest};
 
@@ -125,7 +122,7 @@ pub async fn step(
 
 /// Each pod with its member's live state (`GET /patroni`: a pod's annotation may be a loop
 /// behind).
-async fn observe(
+pub(super) async fn observe(
     ctx: &Context,
     pods: &[Pod],
     members: &[Member],
@@ -154,120 +151,6 @@ async fn observe(
     }
     instances
 }
-
-/// The switchover asked for with `pgpilot.io/switchover`, when its value is new: the value
-/// the status does not record as done.
-pub fn requested_switchover(cluster: &PostgresCluster) -> Option<String> {
-    let value = cluster
-        .annotations()
-        .get(names::SWITCHOVER_ANNOTATION)?
-        .trim()
-        .to_owned();
-    let done = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.last_switchover.as_ref())
-        .is_some_and(|l| l.target == value);
-    (!value.is_empty() && !done).then_some(value)
-}
-
-/// The member a switchover asked for goes to: `target` is `any` (the named synchronous
-/// standby in a synchronous mode, else the streaming replica with the least lag) or a
-/// member's name. `Err(Ok(why))` to wait, `Err(Err(why))` when the request cannot be met.
-pub fn choose(
-    pods: &[Instance],
-    sync: Option<&[String]>,
-    target: &str,
-) -> Result<(String, String), Result<String, String>> {
-    let primaries: Vec<&Instance> = pods
-        .iter()
-        .filter(|p| p.is_primary() && p.state.as_ref().is_some_and(MemberState::is_running))
-        .collect();
-    let [primary] = primaries[..] else {
-        return Err(Ok(format!(
-            "{} running primaries; waiting for Patroni to settle on one",
-            primaries.len()
-        )));
-    };
-    let named = |p: &Instance| sync.is_none_or(|names| names.contains(&p.name));
-    let pick = if target == names::SWITCHOVER_ANY {
-        pods.iter()
-            .filter(|p| p.is_streaming_replica() && named(p))
-            .min_by_key(|p| (p.lag.unwrap_or(u64::MAX), p.name.clone()))
-    } else if target == primary.name {
-        return Err(Err(format!("{target} is the primary already")));
-    } else {
-        let Some(p) = pods.iter().find(|p| p.name == target) else {
-            return Err(Err(format!("{target} is not a member of this cluster")));
-        };
-        if !p.is_streaming_replica() {
-            return Err(Ok(format!("{target} is not a streaming replica yet")));
-        }
-        if !named(p) {
-            return Err(Err(format!(
-                "{target} is not the synchronous standby ({}); in a synchronous mode Patroni hands over only to it",
-                sync.unwrap_or_default().join(", ")
-            )));
-        }
-        Some(p)
-    };
-    match pick {
-        Some(p) => Ok((primary.name.clone(), p.name.clone())),
-        None => Err(Ok(match sync {
-            Some(_) => "no streaming synchronous standby to switch over to yet".into(),
-            None => "no streaming replica to switch over to yet".into(),
-        })),
-    }
-}
-
-/// Carries out a requested switchover. `Err` with the `Rolling` condition while it must
-/// wait; `Ok` with what the status records once it is done or refused.
-pub async fn requested(
-    scope: &Scope<'_>,
-    pods: &[Pod],
-    members: &[Member],
-    sync: Option<&[String]>,
-    value: &str,
-) -> Result<LastSwitchover, NotApplied> {
-    let Scope { ctx, obj, .. } = *scope;
-    let target = names::switchover_target(value);
-    let instances = observe(ctx, pods, members, |_| true).await;
-    let record =
-        |from: Option<String>, to: Option<String>, outcome: &str, message: String| LastSwitchover {
-            target: value.to_owned(),
-            from,
-            to,
-            time: Some(Timestamp::now().to_string()),
-            outcome: outcome.into(),
-            message: Some(message),
-        };
-    match choose(&instances, sync, target) {
-        Err(Ok(wait)) => Err((SWITCHING_OVER.into(), format!("{value}: {wait}"))),
-        Err(Err(refused)) => {
-            publish(
-                ctx,
-                obj,
-                EventType::Warning,
-                "SwitchoverFailed",
-                format!("{value}: {refused}"),
-            )
-            .await;
-            Ok(record(None, None, FAILED, refused))
-        }
-        Ok((from, to)) => match switchover(scope, members, &from, &to, "asked for").await {
-            Ok(took) => Ok(record(
-                Some(from.clone()),
-                Some(to.clone()),
-                SUCCEEDED,
-                format!("switched over from {from} to {to} in {took:.1} s"),
-            )),
-            Err(e) => Ok(record(Some(from), Some(to), FAILED, e)),
-        },
-    }
-}
-
-pub const SUCCEEDED: &str = "Succeeded";
-pub const FAILED: &str = "Failed";
 
 /// The Event for the pod replaced last, once it is back: ready, streaming, and past.
 async fn report_back(ctx: &Context, obj: &DynamicObject, key: &str) {
@@ -399,11 +282,11 @@ pub struct Instance {
 }
 
 impl Instance {
-    fn is_primary(&self) -> bool {
+    pub(super) fn is_primary(&self) -> bool {
         self.state.as_ref().is_some_and(MemberState::is_primary)
     }
 
-    fn is_streaming_replica(&self) -> bool {
+    pub(super) fn is_streaming_replica(&self) -> bool {
         self.state
             .as_ref()
             .is_some_and(|s| s.is_running() && !s.is_primary() && s.is_streaming())

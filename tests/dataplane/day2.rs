@@ -291,6 +291,74 @@ impl Harness {
         ));
     }
 
+    /// The operator SIGKILLed in the middle of carrying an edit out: the edit applied to
+    /// the `dp-patroni` ConfigMap, the request to the leader's Patroni under way (Patroni
+    /// frozen with SIGSTOP, so it cannot have been answered). The next process compares
+    /// again and sends it: the setting reaches every member, no pod replaced, no restart.
+    pub fn config_patch_interrupted(&mut self, figures: &mut Vec<String>) {
+        let version = || {
+            self.kube
+                .get("configmap", "dp-patroni")
+                .and_then(|c| c["metadata"]["resourceVersion"].as_str().map(str::to_owned))
+        };
+        let (uids, started) = (self.pod_uids(&MEMBERS), self.start_times());
+        let leader = self.current_leader();
+        let before = version().expect("the dp-patroni ConfigMap");
+        self.kubelet
+            .signal_container(&leader, "postgres", "patroni", "STOP");
+        assert!(
+            self.patroni_state(&leader).is_none(),
+            "{leader}'s Patroni still answers while stopped"
+        );
+        let t = Instant::now();
+        self.edit(json!({ "spec": { "postgresql": { "parameters": { "work_mem": "9MB" } } } }));
+        wait_for("the edit applied to dp-patroni", 60, || {
+            version().filter(|v| *v != before)
+        });
+        // The operator is now waiting on the frozen Patroni (or about to).
+        std::thread::sleep(Duration::from_secs(1));
+        self.operator.kill();
+        self.kubelet
+            .signal_container(&leader, "postgres", "patroni", "CONT");
+        let frozen = t.elapsed();
+        // Whatever the dead operator left queued in Patroni's socket is answered now.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_ne!(
+            self.patroni_config(&leader)["postgresql"]["parameters"]["work_mem"],
+            "9MB",
+            "the killed operator's change reached Patroni: the kill missed the window"
+        );
+        let t = Instant::now();
+        self.operator
+            .start_again()
+            .unwrap_or_else(|e| panic!("restarting the operator: {e}"));
+        self.wait_setting("work_mem", "9MB", 180);
+        let live = t.elapsed();
+        self.wait_applied("work_mem after the kill", 60);
+        assert_eq!(self.pod_uids(&MEMBERS), uids, "a reload replaced a pod");
+        assert_eq!(self.start_times(), started, "a reload restarted PostgreSQL");
+        figures.push(format!(
+            "operator SIGKILLed with an edit applied to the ConfigMap and its request to the leader's Patroni unanswered (Patroni frozen {:.1} s): the next process sent it, work_mem live on all 3 members {:.1} s after it started (waiting out the dead one's 15 s Lease), no pod replaced, no restart",
+            frozen.as_secs_f64(),
+            live.as_secs_f64()
+        ));
+    }
+
+    /// `GET /config` on a member: Patroni's dynamic configuration as stored in the DCS.
+    fn patroni_config(&self, member: &str) -> Value {
+        let ip = self.kubelet.ip(member);
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "--max-time",
+                "5",
+                &format!("http://{ip}:8008/config"),
+            ])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
     fn sync_standbys(&self, leader: &str) -> usize {
         self.on_member(
             leader,

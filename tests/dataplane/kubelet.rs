@@ -446,6 +446,38 @@ impl Kubelet {
         kube_wait(|| process.exited().is_some());
     }
 
+    /// Sends `signal` (a name `kill` knows: STOP, CONT) to the container's processes whose
+    /// command line names `program`, and to nothing else: `STOP` to `patroni` freezes
+    /// Patroni while the PostgreSQL it started runs on. (Patroni started as a container's
+    /// PID 1 forks itself and runs as that child, the parent only reaping: both are sent it.)
+    pub fn signal_container(&self, pod: &str, container: &str, program: &str, signal: &str) {
+        let unshare = self
+            .pods
+            .lock()
+            .unwrap()
+            .get(pod)
+            .and_then(|p| p.containers.get(container))
+            .map(|p| p.pid())
+            .expect("running container");
+        let children = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
+        };
+        let mut pending: Vec<String> = children(&unshare.to_string())
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let mut sent = 0;
+        while let Some(pid) = pending.pop() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(program) {
+                node::run("kill", &[&format!("-{signal}"), &pid]);
+                sent += 1;
+                pending.extend(children(&pid).split_whitespace().map(str::to_owned));
+            }
+        }
+        assert!(sent > 0, "no {program} process in {pod}/{container}");
+    }
+
     fn spawn(&self, command: Command, name: &str, log: &Path) -> Arc<Supervised> {
         let mut command = command;
         let file = std::fs::File::create(log).expect("log file");

@@ -160,7 +160,7 @@ impl Harness {
         );
     }
 
-    fn annotate(&self, key_value: &str) -> Result<(String, String), String> {
+    pub fn annotate(&self, key_value: &str) -> Result<(String, String), String> {
         self.kube.try_run_full(&[
             "annotate",
             "postgrescluster",
@@ -179,7 +179,7 @@ impl Harness {
         let last = wait_for(&format!("status.lastSwitchover for {value}"), 120, || {
             let pgc = self.kube.get("postgrescluster", CLUSTER)?;
             let last = pgc["status"]["lastSwitchover"].clone();
-            (last["target"] == value).then_some(last)
+            (last["target"] == value && last["outcome"] != "InProgress").then_some(last)
         });
         assert_eq!(last["outcome"], "Succeeded", "switchover {value}: {last}");
         let field = |k: &str| last[k].as_str().unwrap_or_default().to_owned();
