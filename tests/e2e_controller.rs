@@ -75,6 +75,7 @@ fn the_full_sample_materializes_every_kind() {
         "service/orders-pooler",
         "statefulset.apps/orders-repo-host",
         "deployment.apps/orders-pooler",
+        "poddisruptionbudget.policy/orders-pooler",
         "cronjob.batch/orders-backup-repo1-full",
         "cronjob.batch/orders-backup-repo1-diff",
         "cronjob.batch/orders-backup-repo1-incr",
@@ -100,6 +101,45 @@ fn the_full_sample_materializes_every_kind() {
             "{.spec.concurrencyPolicy}"
         ),
         "Forbid"
+    );
+    // The namespace enforces the `restricted` Pod Security Standard: the workload
+    // controllers' pods (Pending here: no kubelet) exist only if PodSecurity admitted them.
+    kubectl(&[
+        "create",
+        "job",
+        "-n",
+        &ns,
+        "orders-backup-now",
+        "--from=cronjob/orders-backup-repo1-full",
+    ])
+    .success();
+    for component in ["database", "repo-host", "pooler", "backup"] {
+        eventually(
+            &format!("a {component} pod admitted"),
+            Duration::from_secs(60),
+            || {
+                let pods = kubectl(&[
+                    "get",
+                    "pods",
+                    "-n",
+                    &ns,
+                    "-l",
+                    &format!("app.kubernetes.io/component={component}"),
+                    "-o",
+                    "name",
+                ])
+                .success()
+                .stdout;
+                (!pods.trim().is_empty()).then_some(())
+            },
+        );
+    }
+    let events = kubectl(&["get", "events", "-n", &ns, "-o", "json"])
+        .success()
+        .stdout;
+    assert!(
+        !events.contains("violates PodSecurity"),
+        "a pod was refused by PodSecurity (restricted): {events}"
     );
 }
 

@@ -1,4 +1,4 @@
-//! pgBouncer: Deployment, Service, ConfigMap `C-pooler` (the Secret is a template in
+//! pgBouncer: Deployment, Service, ConfigMap, PodDisruptionBudget (two or more instances) `C-pooler` (the Secret is a template in
 //! `secrets.rs`). Clients log in with their own PostgreSQL passwords: pgBouncer looks them up
 //! through `auth_query`, as the dedicated role `pgpilot_pooler`, via a SECURITY DEFINER
 //! function the roles Job installs (see `roles.rs`), so the pooler never holds anyone's
@@ -129,5 +129,16 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
             }
         }),
     )?);
+    // A node drain takes pooler pods one at a time, like the database's: the Service keeps
+    // endpoints while the Deployment brings a replacement up elsewhere.
+    if *need(&p.instances, "spec.pooler.instances")? > 1 {
+        out.pod_disruption_budgets.push(build(
+            "PodDisruptionBudget",
+            json!({
+                "metadata": c.meta(name, component::POOLER),
+                "spec": { "maxUnavailable": 1, "selector": { "matchLabels": c.selector(component::POOLER) } }
+            }),
+        )?);
+    }
     Ok(())
 }

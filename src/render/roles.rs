@@ -16,6 +16,7 @@ use super::pooler::AUTH_FUNCTION;
 use super::secrets::{exporter_enabled, pooler_enabled};
 use super::{Cluster, RenderError, Rendered, build, component, need};
 use crate::names;
+use crate::validate::roles::normalized_option;
 
 const MANAGED: &str = "managed by pgpilot";
 
@@ -33,6 +34,11 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// A quoted SQL identifier (`"` doubled inside), correct whatever the name holds.
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
 /// Creates a role if missing, then sets its options and password (read from the
 /// environment variable `env`, so it never appears in the script or the process list).
 fn upsert_role(sql: &mut String, role: &str, options: &str, env: &str) {
@@ -42,8 +48,9 @@ fn upsert_role(sql: &mut String, role: &str, options: &str, env: &str) {
         r = literal(role)
     );
     let _ = writeln!(sql, "\\set pw `printenv {env}`");
-    let _ = writeln!(sql, "ALTER ROLE \"{role}\" WITH {options} PASSWORD :'pw';");
-    let _ = writeln!(sql, "COMMENT ON ROLE \"{role}\" IS {};", literal(MANAGED));
+    let role_id = ident(role);
+    let _ = writeln!(sql, "ALTER ROLE {role_id} WITH {options} PASSWORD :'pw';");
+    let _ = writeln!(sql, "COMMENT ON ROLE {role_id} IS {};", literal(MANAGED));
 }
 
 /// Environment variable carrying user `i`'s password.
@@ -57,7 +64,16 @@ pub fn script(c: &Cluster) -> String {
     sql.push_str("SET log_statement = 'none';\nSET log_min_duration_statement = -1;\nSET password_encryption = 'scram-sha-256';\n");
     let users = c.spec.users.as_deref().unwrap_or_default();
     for (i, u) in users.iter().enumerate() {
-        let options = u.options.as_deref().unwrap_or_default().join(" ");
+        // Rebuilt from the known keywords: validation refuses anything else, and a stored
+        // spec that bypassed it still sends no text of its own.
+        let options = u
+            .options
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|o| normalized_option(o))
+            .collect::<Vec<_>>()
+            .join(" ");
         upsert_role(
             &mut sql,
             &u.name,
@@ -77,11 +93,21 @@ pub fn script(c: &Cluster) -> String {
             d = literal(&db.name),
             o = literal(owner)
         );
-        let _ = writeln!(sql, "ALTER DATABASE \"{}\" OWNER TO \"{owner}\";", db.name);
+        let _ = writeln!(
+            sql,
+            "ALTER DATABASE {} OWNER TO {};",
+            ident(&db.name),
+            ident(owner)
+        );
     }
     for u in users {
         for db in u.databases.iter().flatten() {
-            let _ = writeln!(sql, "GRANT ALL ON DATABASE \"{db}\" TO \"{}\";", u.name);
+            let _ = writeln!(
+                sql,
+                "GRANT ALL ON DATABASE {} TO {};",
+                ident(db),
+                ident(&u.name)
+            );
         }
     }
     let mut managed: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
@@ -92,7 +118,7 @@ pub fn script(c: &Cluster) -> String {
             "LOGIN NOSUPERUSER",
             "PGPILOT_MONITOR_PASSWORD",
         );
-        let _ = writeln!(sql, "GRANT pg_monitor TO \"{}\";", names::MONITOR_USER);
+        let _ = writeln!(sql, "GRANT pg_monitor TO {};", ident(names::MONITOR_USER));
         managed.push(names::MONITOR_USER);
     }
     if pooler_enabled(c) {
@@ -113,8 +139,9 @@ CREATE OR REPLACE FUNCTION {AUTH_FUNCTION}(p_usename text) RETURNS TABLE (usenam
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS\n\
 $$ SELECT usename, passwd FROM pg_shadow WHERE usename = p_usename AND NOT usesuper AND NOT userepl $$;\n\
 REVOKE ALL ON FUNCTION {AUTH_FUNCTION}(text) FROM PUBLIC;\n\
-GRANT USAGE ON SCHEMA {schema} TO \"{pooler}\";\n\
-GRANT EXECUTE ON FUNCTION {AUTH_FUNCTION}(text) TO \"{pooler}\";"
+GRANT USAGE ON SCHEMA {schema} TO {pooler_id};\n\
+GRANT EXECUTE ON FUNCTION {AUTH_FUNCTION}(text) TO {pooler_id};",
+            pooler_id = ident(pooler)
         );
         managed.push(pooler);
     }

@@ -10,6 +10,10 @@ use super::secrets::exporter_enabled;
 use super::{Cluster, RenderError, Rendered, build, component, need};
 use crate::names;
 
+/// Where a pod's ServiceAccount credentials are found (token, `ca.crt`, `namespace`), the
+/// path Patroni's Kubernetes client reads.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     let spec = c.spec;
     let instances = *need(&spec.instances, "spec.instances")?;
@@ -65,6 +69,17 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         // default /dev/shm is too small for them.
         json!({ "name": "shm", "emptyDir": { "medium": "Memory" } }),
     ];
+    // The ServiceAccount's token (Patroni edits Endpoints and Pods with it) reaches the
+    // Patroni container alone: not automounted into every container of the pod (the
+    // exporter, pgBackRest's server), but projected here as the kubelet would.
+    mounts.push(
+        json!({ "name": "patroni-token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": true }),
+    );
+    volumes.push(json!({ "name": "patroni-token", "projected": { "defaultMode": 0o644, "sources": [
+        { "serviceAccountToken": { "path": "token", "expirationSeconds": 3607 } },
+        { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+        { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } }
+    ] } }));
     if c.spec.tls_enabled() {
         mounts.push(
             json!({ "name": "server-tls", "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
@@ -138,6 +153,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
 
     let mut pod_spec = json!({
         "serviceAccountName": names::patroni(c.name),
+        "automountServiceAccountToken": false,
         "enableServiceLinks": false,
         "securityContext": pod_security(),
         // Patroni demotes cleanly and hands over leadership on SIGTERM, given time.

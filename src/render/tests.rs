@@ -256,31 +256,32 @@ fn roles_job_hash_follows_the_job_template_only() {
     assert_eq!(job(&a).len(), "orders-roles-".len() + names::ROLES_HASH_LEN);
 }
 
+/// The roles Job's environment, and its SQL as the Job spec carries it.
+fn roles_job(c: &PostgresCluster) -> (Vec<k8s_openapi::api::core::v1::EnvVar>, String) {
+    let r = render(c).unwrap();
+    let env = r.jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let sql = env
+        .iter()
+        .find(|e| e.name == "PGPILOT_SQL")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    (env, sql)
+}
+
 #[test]
 fn roles_script_is_idempotent_sql_without_passwords() {
-    let r = render(&sample("ha-backup-pooler")).unwrap();
-    let env = serde_json::to_value(
-        &r.jobs[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .env,
-    )
-    .unwrap();
-    let sql = env
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "PGPILOT_SQL")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (env, sql) = roles_job(&sample("ha-backup-pooler"));
     assert!(
         sql.contains(
             "WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orders_app') \\gexec"
@@ -298,34 +299,47 @@ fn roles_script_is_idempotent_sql_without_passwords() {
     assert!(sql.contains("SET log_statement = 'none';"));
     assert!(sql.contains("ALTER ROLE %I NOLOGIN"));
     // Passwords come from Secrets through the environment, never the script.
-    for e in env.as_array().unwrap() {
-        if e["name"].as_str().unwrap().ends_with("PASSWORD") {
-            assert!(e["valueFrom"]["secretKeyRef"].is_object(), "{e}");
+    for e in &env {
+        if e.name.ends_with("PASSWORD") {
+            let from_secret = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref());
+            assert!(from_secret.is_some(), "{e:?}");
         }
     }
+}
+
+/// Defence in depth behind validation: a stored spec that bypassed admission (names with
+/// quotes, options carrying SQL) still yields SQL with every identifier quoted and only
+/// the known option keywords.
+#[test]
+fn roles_script_quotes_identifiers_and_sends_only_known_options() {
+    let mut c = sample("ha-backup-pooler");
+    let users = c.spec.users.as_mut().unwrap();
+    users[0].name = "app\"; DROP ROLE x; --".into();
+    users[0].options = Some(vec![
+        "login".into(),
+        "LOGIN; ALTER ROLE postgres NOLOGIN".into(),
+        "connection   limit +7".into(),
+    ]);
+    users[0].databases = Some(vec!["d\"b".into()]);
+    let (_, sql) = roles_job(&c);
+    assert!(
+        sql.contains(
+            "ALTER ROLE \"app\"\"; DROP ROLE x; --\" WITH LOGIN CONNECTION LIMIT 7 PASSWORD :'pw';"
+        ),
+        "{sql}"
+    );
+    assert!(sql.contains("GRANT ALL ON DATABASE \"d\"\"b\" TO \"app\"\"; DROP ROLE x; --\";"));
+    assert!(!sql.contains("ALTER ROLE postgres NOLOGIN"), "{sql}");
 }
 
 /// Found by the data-plane suite: the kubelet turns `$$` in an env value into `$`, which
 /// broke the dollar-quoted body of `pgpilot.pooler_auth` ("syntax error at or near $").
 #[test]
 fn roles_script_survives_the_kubelets_env_expansion() {
-    let r = render(&sample("ha-backup-pooler")).unwrap();
-    let container = &r.jobs[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let value = container
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == "PGPILOT_SQL")
-        .and_then(|e| e.value.clone())
-        .unwrap();
+    let (_, value) = roles_job(&sample("ha-backup-pooler"));
     // What the container sees: every `$$` reduced to `$` (no `$(VAR)` in the script).
     let seen = value.replace("$$", "$");
     assert!(
@@ -475,4 +489,51 @@ fn a_control_character_never_reaches_an_ini_file() {
         !crate::validate::validate(&c, None).is_valid(),
         "validate must refuse the bucket"
     );
+}
+
+/// Patroni needs the ServiceAccount's token (it edits Endpoints and Pods); the exporter
+/// and pgBackRest's server must not hold it: no automount, one projected volume mounted
+/// into the Patroni container alone.
+#[test]
+fn only_patroni_holds_the_service_account_token() {
+    for name in ["minimal", "ha-backup-pooler"] {
+        let c = sample(name);
+        let objs = objects(&c);
+        let sts = objs
+            .iter()
+            .find(|o| o["kind"] == "StatefulSet" && o["metadata"]["name"] == name_of(&c))
+            .unwrap();
+        let pod = &sts["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+        let token_volumes: Vec<&str> = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["projected"]["sources"][0]["serviceAccountToken"].is_object())
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(token_volumes, ["patroni-token"], "{name}");
+        let containers = pod["containers"].as_array().unwrap();
+        assert!(
+            containers.len() >= 2,
+            "{name}: the exporter runs beside Patroni"
+        );
+        for container in containers {
+            let holds = container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["name"] == "patroni-token");
+            assert_eq!(
+                holds,
+                container["name"] == "postgres",
+                "{name}: {}",
+                container["name"]
+            );
+        }
+    }
+}
+
+fn name_of(c: &PostgresCluster) -> String {
+    c.metadata.name.clone().unwrap()
 }

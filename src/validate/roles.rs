@@ -128,17 +128,36 @@ pub fn users_and_databases(s: &PostgresClusterSpec, e: &mut Errors) {
     }
 }
 
+/// A role option as the roles Job writes it: a known keyword, or `CONNECTION LIMIT n`
+/// with `n` rebuilt from the parsed number; `None` for anything else. Validation and the
+/// Job share it, so what reaches SQL is only ever taken from this list, never the string
+/// as written.
+pub fn normalized_option(raw: &str) -> Option<String> {
+    let o = words_upper(raw);
+    if let Some(n) = o.strip_prefix("CONNECTION LIMIT ") {
+        let n = n.parse::<i32>().ok().filter(|n| *n >= -1)?;
+        return Some(format!("CONNECTION LIMIT {n}"));
+    }
+    OPTIONS
+        .iter()
+        .find(|(k, _)| *k == o)
+        .map(|(k, _)| (*k).to_owned())
+}
+
+fn words_upper(raw: &str) -> String {
+    raw.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase()
+}
+
 /// Role options: the known keywords once each, no contradictions, `CONNECTION LIMIT n`;
 /// no `PASSWORD` (the operator manages it) and nothing else (no SQL reaches the Job).
 fn options(p: &Path, opts: &[String], e: &mut Errors) {
     let mut seen = BTreeSet::new();
     for (i, raw) in opts.iter().enumerate() {
         let op = p.index(i);
-        let o = raw
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_ascii_uppercase();
+        let o = words_upper(raw);
         if o.starts_with("PASSWORD") || o.starts_with("ENCRYPTED") {
             e.forbidden(
                 &op,
@@ -146,14 +165,13 @@ fn options(p: &Path, opts: &[String], e: &mut Errors) {
             );
             continue;
         }
-        if let Some(n) = o.strip_prefix("CONNECTION LIMIT ") {
-            match n.parse::<i32>() {
-                Ok(n) if n >= -1 => {}
-                _ => e.invalid_str(
+        if o.starts_with("CONNECTION LIMIT ") {
+            if normalized_option(raw).is_none() {
+                e.invalid_str(
                     &op,
                     raw,
                     "CONNECTION LIMIT needs a whole number, -1 for no limit",
-                ),
+                );
             }
             if !seen.insert("CONNECTION LIMIT".to_owned()) {
                 e.duplicate(&op, raw);

@@ -20,6 +20,11 @@ use pgpilot::devcluster::{
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The label every test namespace carries: the API server's PodSecurity admission then
+/// checks each pod pgpilot renders against the `restricted` Pod Security Standard (a
+/// violating pod is never created).
+pub const RESTRICTED: &str = "pod-security.kubernetes.io/enforce=restricted";
+
 /// What a suite's control plane has installed.
 pub enum Setup {
     /// The CRD alone: the API server's own schema and CEL validation, no webhook.
@@ -113,9 +118,11 @@ impl Harness {
         }
     }
 
-    /// Creates a namespace for one test.
+    /// Creates a namespace for one test, enforcing [`RESTRICTED`].
     pub fn namespace(&self, name: &str) -> String {
         self.kubectl(&["create", "namespace", name]).success();
+        self.kubectl(&["label", "namespace", name, RESTRICTED])
+            .success();
         name.to_owned()
     }
 

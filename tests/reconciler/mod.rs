@@ -137,8 +137,10 @@ pub fn run(mut command: std::process::Command, name: &str, stdin: Option<&str>) 
     }
 }
 
+/// Creates a namespace enforcing the `restricted` Pod Security Standard.
 pub fn namespace(name: &str) -> String {
     kubectl(&["create", "namespace", name]).success();
+    kubectl(&["label", "namespace", name, e2e::RESTRICTED]).success();
     name.to_owned()
 }
 
