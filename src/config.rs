@@ -23,6 +23,45 @@ pub struct Config {
     pub exporter: ExporterDefaults,
     pub scheduling: SchedulingDefaults,
     pub service: ServiceDefaults,
+    pub policy: Policy,
+}
+
+/// What clusters may ask for, whoever creates them: checked at admission (and by the
+/// controller before it renders), after defaults are resolved. A list that is absent
+/// allows anything; a list allows only what it names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    /// Image references or prefixes: `registry.example.com/pg/` allows every image under
+    /// it, `registry.example.com/pg/postgres` that repository at any tag or digest.
+    pub allowed_images: Option<Vec<String>>,
+    /// PriorityClass names pods may use (`null`, no priority class, is always allowed).
+    pub allowed_priority_classes: Option<Vec<String>>,
+}
+
+impl Policy {
+    /// Whether `image` is allowed: an entry ending in `/` matches every image under it;
+    /// another matches that repository exactly, bare or followed by `:tag` or `@digest`.
+    pub fn allows_image(&self, image: &str) -> bool {
+        let Some(allowed) = &self.allowed_images else {
+            return true;
+        };
+        allowed.iter().any(|entry| {
+            if entry.ends_with('/') {
+                image.starts_with(entry.as_str())
+            } else {
+                image
+                    .strip_prefix(entry.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '@']))
+            }
+        })
+    }
+
+    pub fn allows_priority_class(&self, name: &str) -> bool {
+        self.allowed_priority_classes
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|a| a == name))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,6 +216,7 @@ impl Default for Config {
             service: ServiceDefaults {
                 type_: ServiceType::ClusterIP,
             },
+            policy: Policy::default(),
         }
     }
 }
@@ -231,6 +271,19 @@ impl Config {
             .find(|(_, i)| i.trim().is_empty())
         {
             return Err(format!("postgres.images.{v} must not be empty"));
+        }
+        // The catalog must pass the policy, or every cluster left to its defaults is refused.
+        let catalog = self.postgres.images.values().chain([
+            &self.backup.image,
+            &self.pooler.image,
+            &self.exporter.image,
+        ]);
+        for image in catalog {
+            if !self.policy.allows_image(image) {
+                return Err(format!(
+                    "policy.allowedImages does not allow the catalog's image {image:?}"
+                ));
+            }
         }
         let p = &self.patroni;
         if p.loop_wait + 2 * p.retry_timeout > p.ttl {

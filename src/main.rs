@@ -290,7 +290,7 @@ fn resolve_command(file: &std::path::Path, config: Option<&std::path::Path>) -> 
     for (i, read) in documents.iter().enumerate() {
         let mut cluster = read.cluster.clone();
         cluster.spec = resolve::resolve(&cluster.spec, None, &config);
-        let outcome = validate::validate_read(read, &cluster, None);
+        let outcome = validate::validate_read(read, &cluster, None, &config);
         let name = cluster.metadata.name.as_deref().unwrap_or("<unnamed>");
         for w in &outcome.warnings {
             eprintln!("Warning: {name}: {w}");
@@ -348,7 +348,7 @@ fn render_command(
             .metadata
             .namespace
             .get_or_insert_with(|| namespace.to_owned());
-        let outcome = validate::validate_read(read, &cluster, None);
+        let outcome = validate::validate_read(read, &cluster, None, &config);
         if !outcome.is_valid() {
             eprintln!("error: PostgresCluster (document {}) is invalid:", i + 1);
             for e in &outcome.errors {

@@ -190,6 +190,33 @@ fn configuration_file_changes_defaults() {
         "{}",
         text(&out.stderr)
     );
+    // The policy: the catalog passes, an image the spec names outside it does not.
+    std::fs::write(
+        &config,
+        "policy:\n  allowedImages: [ghcr.io/pgpilot/, quay.io/prometheuscommunity/postgres-exporter]\n",
+    )
+    .unwrap();
+    let resolve = |yaml: &str| {
+        pgpilot(
+            &["resolve", "-f", "-", "--config", config.to_str().unwrap()],
+            Some(yaml.as_bytes()),
+        )
+    };
+    let minimal = std::fs::read_to_string("manifests/samples/minimal.yaml").unwrap();
+    let out = resolve(&minimal);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let elsewhere = minimal.replace(
+        "spec:\n",
+        "spec:\n  image: docker.io/someone/postgres:18.1\n",
+    );
+    assert_ne!(elsewhere, minimal);
+    let out = resolve(&elsewhere);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("spec.image: Forbidden: \"docker.io/someone/postgres:18.1\" is not allowed by the operator's policy"),
+        "{}",
+        text(&out.stderr)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -23,8 +23,8 @@ pub fn mutate(body: &[u8], config: &Config) -> Answer {
 }
 
 /// `POST /validate`: allowed with warnings, or denied with every field error.
-pub fn validate(body: &[u8]) -> Answer {
-    review::answer(body, validate::respond)
+pub fn validate(body: &[u8], config: &Config) -> Answer {
+    review::answer(body, |r| validate::respond(r, config))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub(super) fn respond(review: &Review, config: &Config) -> AdmissionResponse {
     if !objects.read.errors.is_empty() {
         let mut cluster = objects.read.cluster.clone();
         cluster.spec = resolved;
-        let outcome = validate_read(&objects.read, &cluster, objects.old.as_ref());
+        let outcome = validate_read(&objects.read, &cluster, objects.old.as_ref(), config);
         return review.deny(invalid(&cluster, &outcome.errors));
     }
     // Only the spec is replaced: metadata and status go back exactly as submitted.

@@ -37,7 +37,7 @@ fn wire(answer: Answer) -> Value {
 #[test]
 fn a_single_error_is_listed_without_brackets() {
     let bad = cluster(json!({"instances": 0, "storage": {"size": "1Gi"}}));
-    let answer = wire(validate(&review("CREATE", None, bad)));
+    let answer = wire(validate(&review("CREATE", None, bad), &Config::default()));
     assert_eq!(
         answer["response"]["status"]["message"],
         "PostgresCluster.pgpilot.io \"db\" is invalid: spec.instances: Invalid value: 0: must be between 1 and 16"
@@ -70,7 +70,10 @@ fn subresource_writes_are_allowed_untouched() {
             &review("UPDATE", Some("status"), broken.clone()),
             &Config::default(),
         ),
-        validate(&review("UPDATE", Some("status"), broken.clone())),
+        validate(
+            &review("UPDATE", Some("status"), broken.clone()),
+            &Config::default(),
+        ),
     ] {
         assert_eq!(answer.verdict(), Verdict::Allowed);
     }
@@ -88,6 +91,12 @@ fn verdicts_name_the_outcome() {
         None,
         cluster(json!({"storage": {"size": "1Gi"}, "instances": 99})),
     );
-    assert_eq!(validate(&bad).verdict(), Verdict::Denied);
-    assert_eq!(validate(b"{").verdict(), Verdict::BadRequest);
+    assert_eq!(
+        validate(&bad, &Config::default()).verdict(),
+        Verdict::Denied
+    );
+    assert_eq!(
+        validate(b"{", &Config::default()).verdict(),
+        Verdict::BadRequest
+    );
 }

@@ -6,9 +6,10 @@ use kube::core::response::{Status, StatusCause, StatusDetails};
 
 use super::review::Review;
 use crate::api::PostgresCluster;
+use crate::config::Config;
 use crate::validate::{FieldError, validate_read};
 
-pub(super) fn respond(review: &Review) -> AdmissionResponse {
+pub(super) fn respond(review: &Review, config: &Config) -> AdmissionResponse {
     if !review.writes_spec() {
         return review.allow();
     }
@@ -16,7 +17,12 @@ pub(super) fn respond(review: &Review) -> AdmissionResponse {
         Ok(objects) => objects,
         Err(why) => return review.reject(why),
     };
-    let outcome = validate_read(&objects.read, &objects.read.cluster, objects.old.as_ref());
+    let outcome = validate_read(
+        &objects.read,
+        &objects.read.cluster,
+        objects.old.as_ref(),
+        config,
+    );
     let mut response = if outcome.is_valid() {
         review.allow()
     } else {

@@ -395,7 +395,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     // nothing until it is fixed. Checked as an update to itself: the rules about the stored
     // object as it stands, not those about a request (an operation annotation that was
     // carried out stays valid).
-    let outcome = crate::validate::validate(&cluster, Some(&cluster));
+    let outcome = crate::validate::validate_with(&cluster, Some(&cluster), &ctx.config);
     if !outcome.is_valid() {
         let errors: Vec<String> = outcome.errors.iter().map(ToString::to_string).collect();
         let message = brief(format!("the stored spec is invalid: {}", errors.join("; ")));

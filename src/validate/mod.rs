@@ -8,9 +8,10 @@ mod cron;
 mod field;
 mod operations;
 pub mod pg_settings;
+mod policy;
 mod postgres;
 mod restart;
-mod roles;
+pub mod roles;
 pub mod structure;
 mod update;
 
@@ -56,6 +57,20 @@ pub fn validate(new: &PostgresCluster, old: Option<&PostgresCluster>) -> Outcome
     }
 }
 
+/// [`validate`], and the operator's policy (allowed images and priority classes): what
+/// admission and the controller check.
+pub fn validate_with(
+    new: &PostgresCluster,
+    old: Option<&PostgresCluster>,
+    config: &crate::config::Config,
+) -> Outcome {
+    let mut outcome = validate(new, old);
+    let mut e = Errors::default();
+    policy::check(&new.spec, &config.policy, &mut e);
+    outcome.errors.extend(e.errors);
+    outcome
+}
+
 /// [`validate`] of an object read leniently ([`structure::read`]), `new` being its cluster
 /// (resolved or not): the structural errors first, then the others not about the same
 /// fields.
@@ -63,8 +78,9 @@ pub fn validate_read(
     read: &structure::Lenient,
     new: &PostgresCluster,
     old: Option<&PostgresCluster>,
+    config: &crate::config::Config,
 ) -> Outcome {
-    let outcome = validate(new, old);
+    let outcome = validate_with(new, old, config);
     Outcome {
         errors: read.merge(outcome.errors),
         warnings: outcome.warnings,
@@ -460,6 +476,20 @@ fn tls(s: &PostgresClusterSpec, e: &mut Errors) {
 fn scheduling(s: &PostgresClusterSpec, e: &mut Errors) {
     let Some(sc) = &s.scheduling else { return };
     let p = Path::new("spec").child("scheduling");
+    let mode = s.patroni.as_ref().and_then(|pt| pt.synchronous_mode);
+    if let Some(mode @ (SynchronousMode::Sync | SynchronousMode::Strict)) = mode
+        && sc.anti_affinity == Some(AntiAffinity::Preferred)
+        && instances(s) > 1
+    {
+        let (name, loss) = match mode {
+            SynchronousMode::Strict => ("strict", "stops writes until another standby is named"),
+            _ => ("sync", "may lose the transactions it acknowledged"),
+        };
+        e.warn(
+            &p.child("antiAffinity"),
+            format!("preferred with synchronousMode {name}: the scheduler may put the primary and its synchronous standby on one node, and losing that node {loss}; required keeps every instance on a node of its own"),
+        );
+    }
     for (k, v) in sc.node_selector.iter().flatten() {
         label(&p.child("nodeSelector"), k, v, e);
     }

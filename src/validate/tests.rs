@@ -17,7 +17,7 @@ fn cluster(yaml: &str) -> PostgresCluster {
 
 fn base() -> PostgresCluster {
     cluster(
-        "instances: 3\nstorage: {size: 10Gi}\npatroni: {synchronousMode: sync}\ntls: {secretName: demo-cert}\nbackup: {pgbackrest: {repos: [{name: repo1, volume: {size: 10Gi}}]}}",
+        "instances: 3\nstorage: {size: 10Gi}\npatroni: {synchronousMode: sync}\nscheduling: {antiAffinity: required}\ntls: {secretName: demo-cert}\nbackup: {pgbackrest: {repos: [{name: repo1, volume: {size: 10Gi}}]}}",
     )
 }
 
@@ -535,6 +535,32 @@ fn synchronous_mode_needs_a_standby() {
     warns(
         |c| c.spec.patroni.as_mut().unwrap().failsafe_mode = Some(false),
         "spec.patroni.failsafeMode: false: while the Kubernetes API is unreachable",
+    );
+    // One node may hold the primary and its synchronous standby: losing it loses what
+    // synchronous replication promised.
+    let preferred = |c: &mut PostgresCluster| {
+        c.spec.scheduling.as_mut().unwrap().anti_affinity = Some(AntiAffinity::Preferred)
+    };
+    warns(
+        preferred,
+        "spec.scheduling.antiAffinity: preferred with synchronousMode sync: the scheduler may put the primary and its synchronous standby on one node",
+    );
+    warns(
+        |c| {
+            preferred(c);
+            c.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Strict);
+        },
+        "losing that node stops writes until another standby is named",
+    );
+    let mut quiet = base();
+    preferred(&mut quiet);
+    quiet.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Async);
+    assert!(
+        !validate(&quiet, None)
+            .warnings
+            .iter()
+            .any(|w| w.contains("antiAffinity")),
+        "async does not promise what one node could break"
     );
 }
 
@@ -1419,4 +1445,82 @@ fn synchronous_replication_switched_on_needs_no_warning() {
     let mut new = old.clone();
     new.spec.patroni.as_mut().unwrap().synchronous_mode = Some(SynchronousMode::Sync);
     assert_eq!(validate(&new, Some(&old)), Outcome::default());
+}
+
+// the operator's policy
+
+#[test]
+fn the_operator_policy_limits_images_and_priority_classes() {
+    let mut config = Config::default();
+    config.policy.allowed_images = Some(vec![
+        "ghcr.io/pgpilot/".into(),
+        "quay.io/prometheuscommunity/postgres-exporter".into(),
+    ]);
+    config.policy.allowed_priority_classes = Some(vec!["database".into()]);
+    let policy_errors = |c: &PostgresCluster| -> Vec<String> {
+        validate_with(c, None, &config)
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .filter(|e| e.contains("policy"))
+            .collect()
+    };
+    // The defaults pass: the catalog is under the allowed prefixes.
+    assert_eq!(policy_errors(&base()), Vec::<String>::new());
+
+    let mut c = base();
+    c.spec.image = Some("docker.io/someone/postgres:17.2".into());
+    c.spec.scheduling.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+    // An exact repository entry does not admit a longer name that starts like it.
+    c.spec
+        .monitoring
+        .as_mut()
+        .unwrap()
+        .exporter
+        .as_mut()
+        .unwrap()
+        .image = Some("quay.io/prometheuscommunity/postgres-exporter-fork:v1".into());
+    assert_eq!(
+        policy_errors(&c),
+        [
+            "spec.image: Forbidden: \"docker.io/someone/postgres:17.2\" is not allowed by the operator's policy (allowedImages: ghcr.io/pgpilot/, quay.io/prometheuscommunity/postgres-exporter)",
+            "spec.monitoring.exporter.image: Forbidden: \"quay.io/prometheuscommunity/postgres-exporter-fork:v1\" is not allowed by the operator's policy (allowedImages: ghcr.io/pgpilot/, quay.io/prometheuscommunity/postgres-exporter)",
+            "spec.scheduling.priorityClassName: Forbidden: \"system-node-critical\" is not allowed by the operator's policy (allowedPriorityClasses: database)",
+        ]
+    );
+    // A tag or a digest of an allowed repository, and no priority class, pass.
+    let mut ok = base();
+    ok.spec
+        .monitoring
+        .as_mut()
+        .unwrap()
+        .exporter
+        .as_mut()
+        .unwrap()
+        .image = Some("quay.io/prometheuscommunity/postgres-exporter@sha256:0123".into());
+    ok.spec.scheduling.as_mut().unwrap().priority_class_name = None;
+    assert_eq!(policy_errors(&ok), Vec::<String>::new());
+    // Without a policy, anything goes.
+    assert!(
+        validate_with(&c, None, &Config::default())
+            .errors
+            .iter()
+            .all(|e| !e.to_string().contains("policy"))
+    );
+}
+
+#[test]
+fn a_policy_that_refuses_the_catalog_is_a_configuration_error() {
+    let err = Config::from_yaml("policy: {allowedImages: [registry.example.com/]}").unwrap_err();
+    assert!(
+        err.contains("policy.allowedImages does not allow the catalog's image"),
+        "{err}"
+    );
+    let images = "registry.example.com/";
+    let yaml = format!(
+        "postgres: {{images: {{14: {images}pg:14, 15: {images}pg:15, 16: {images}pg:16, 17: {images}pg:17, 18: {images}pg:18}}}}\n\
+         backup: {{image: {images}pgbackrest:2}}\npooler: {{image: {images}pgbouncer:1}}\nexporter: {{image: {images}exporter:1}}\n\
+         policy: {{allowedImages: [{images}]}}"
+    );
+    Config::from_yaml(&yaml).unwrap();
 }

@@ -58,8 +58,8 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
     reply(admission::mutate(&body, &state.config))
 }
 
-async fn validate(body: Bytes) -> Response {
-    reply(admission::validate(&body))
+async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
+    reply(admission::validate(&body, &state.config))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
