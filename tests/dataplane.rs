@@ -701,7 +701,8 @@ impl Harness {
                 vec!["sh".into(), "-c".into(), restore],
             );
             let socket = volumes["socket"].display().to_string();
-            let local = Conn::new(&socket, "postgres", "", "postgres");
+            let os = kubelet::postgres_user();
+            let local = Conn::new(&socket, "postgres", "", "postgres").by_os_user(os.uid, os.gid);
             let count = wait_for(
                 &format!("{label}: the restored server promoted"),
                 300,
@@ -718,6 +719,12 @@ impl Harness {
                         .then(|| local.query("SELECT count(*) FROM backup_rows"))
                 },
             );
+            // The restored pg_hba is the cluster's: on the socket, `peer` refuses anyone
+            // but the `postgres` operating-system user as `postgres`.
+            let refused = Conn::new(&socket, "postgres", "", "postgres")
+                .try_query("SELECT 1")
+                .expect_err("root logged in as postgres through the socket");
+            assert!(refused.contains("Peer authentication failed"), "{refused}");
             figures.push(format!(
                 "{label}: restore + recovery until promoted {:.1} s, rows {count} (expected {expected})",
                 t.elapsed().as_secs_f64()

@@ -328,14 +328,15 @@ fn fill_requests(r: &mut ResourceRequirements, defaults: &ResourceRequirements) 
     }
 }
 
-/// The default client authentication: the local socket is trusted (Patroni and the
-/// operator's jobs use it inside the pod), everything remote needs SCRAM, and replication
-/// is open only to the replication user.
+/// The default client authentication: the local socket by `peer` (the operating-system
+/// user must be the database user: pgBackRest, running as `postgres`, connects as
+/// `postgres`; nobody else logs in through the socket without a password), everything
+/// remote needs SCRAM, and replication is open only to the replication user.
 pub fn default_pg_hba(tls: bool) -> Vec<String> {
     let host = if tls { "hostssl" } else { "host" };
     let repl = names::REPLICATION_USER;
     vec![
-        "local all all trust".into(),
+        "local all all peer".into(),
         format!("{host} replication {repl} all scram-sha-256"),
         "host replication all all reject".into(),
         format!("{host} all all all scram-sha-256"),

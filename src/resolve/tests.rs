@@ -292,3 +292,13 @@ fn resolved_minimal_validates_with_the_expected_warnings() {
     assert_eq!(out.errors, vec![]);
     assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
 }
+
+/// No rule trusts anyone: the local socket by `peer`, the network by SCRAM.
+#[test]
+fn default_client_authentication_trusts_no_one() {
+    for tls in [false, true] {
+        let hba = default_pg_hba(tls);
+        assert_eq!(hba[0], "local all all peer");
+        assert!(hba.iter().all(|l| !l.ends_with(" trust")), "{hba:?}");
+    }
+}

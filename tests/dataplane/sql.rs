@@ -10,6 +10,9 @@ pub struct Conn {
     pub user: String,
     pub password: String,
     pub db: String,
+    /// Run the clients as this operating-system user (uid, gid): the local socket
+    /// authenticates by `peer`, so only the `postgres` user logs in as `postgres` there.
+    pub os_user: Option<(u32, u32)>,
 }
 
 impl Conn {
@@ -19,7 +22,14 @@ impl Conn {
             user: user.into(),
             password: password.into(),
             db: db.into(),
+            os_user: None,
         }
+    }
+
+    /// The same connection, made by the operating-system user `uid`/`gid`.
+    pub fn by_os_user(mut self, uid: u32, gid: u32) -> Conn {
+        self.os_user = Some((uid, gid));
+        self
     }
 
     pub fn command(&self, program: &str) -> Command {
@@ -32,6 +42,10 @@ impl Conn {
             .env("PGCONNECT_TIMEOUT", "3")
             .env("PGSSLMODE", "disable")
             .stdin(Stdio::null());
+        if let Some((uid, gid)) = self.os_user {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(gid).current_dir("/");
+        }
         c
     }
 
