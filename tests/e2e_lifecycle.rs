@@ -117,36 +117,19 @@ fn of_two_operators_only_the_leader_acts() {
     let _one = serial();
     let ns = namespace("leader");
     apply_minimal(&ns);
-    let holder = || {
-        jsonpath(
-            OPERATOR_SERVICE_ACCOUNT.0,
-            "lease/pgpilot-controller",
-            "{.spec.holderIdentity}",
-        )
-    };
-    let first = holder();
+    let first = lease_holder();
     assert!(!first.is_empty());
 
     let second = operator(&ENV.cluster, "second.log", &[]);
     let second_log = ENV.cluster.work_dir().join("second.log");
     // The second tries for the lease when it starts and at each renewal interval after:
     // two renewals by the first while the second runs span at least one of its tries.
-    let renewed = || {
-        jsonpath(
-            OPERATOR_SERVICE_ACCOUNT.0,
-            "lease/pgpilot-controller",
-            "{.spec.renewTime}",
-        )
-    };
-    let mut renewals = vec![renewed()];
-    eventually("two renewals of the lease", Duration::from_secs(60), || {
-        let now = renewed();
-        if renewals.last() != Some(&now) {
-            renewals.push(now);
-        }
-        (renewals.len() >= 3).then_some(())
-    });
-    assert_eq!(holder(), first, "the lease stays with the first operator");
+    wait_for_lease_renewals(2);
+    assert_eq!(
+        lease_holder(),
+        first,
+        "the lease stays with the first operator"
+    );
     assert_eq!(second.metric("pgpilot_controller_leader").unwrap(), 0);
     assert_eq!(
         second.metric(Operator::RECONCILED).unwrap(),
@@ -166,26 +149,18 @@ fn of_two_operators_only_the_leader_acts() {
     // Lease needs to expire.
     ENV.operator.stop();
     let released = std::time::Instant::now();
-    let after_stop = holder();
+    let after_stop = lease_holder();
     assert!(
         after_stop.is_empty() || after_stop != first,
         "the stopped operator still holds the Lease: it was not released"
     );
     let taken = eventually("a new leader", Duration::from_secs(40), || {
-        let h = holder();
+        let h = lease_holder();
         (h != first && !h.is_empty()).then_some(h)
     });
     let took = released.elapsed();
     println!("the second operator led {took:?} after the first stopped");
-    kubectl(&["delete", "service", "-n", &ns, "minimal-replicas"]).success();
-    eventually(
-        "minimal-replicas recreated by the new leader",
-        Duration::from_secs(20),
-        || {
-            (!jsonpath(&ns, "service/minimal-replicas", "{.metadata.name}").is_empty())
-                .then_some(())
-        },
-    );
+    delete_and_wait_recreated(&ns, "the new leader", Duration::from_secs(20));
     let log = std::fs::read_to_string(&second_log).unwrap_or_default();
     assert!(
         log.contains("leading") && log.contains("Created Service/minimal-replicas"),
@@ -507,6 +482,39 @@ fn lease_holder() -> String {
     )
 }
 
+/// Waits until the Lease has been renewed `n` more times (its `renewTime` moved).
+fn wait_for_lease_renewals(n: usize) {
+    let renewed = || {
+        jsonpath(
+            OPERATOR_SERVICE_ACCOUNT.0,
+            "lease/pgpilot-controller",
+            "{.spec.renewTime}",
+        )
+    };
+    let mut renewals = vec![renewed()];
+    let what = format!("{n} renewals of the lease");
+    eventually(&what, Duration::from_secs(30 * n as u64), || {
+        let now = renewed();
+        if renewals.last() != Some(&now) {
+            renewals.push(now);
+        }
+        (renewals.len() > n).then_some(())
+    });
+}
+
+/// Deletes the Service `minimal-replicas` in `ns` and waits until `by` has re-created it;
+/// returns how long that took.
+fn delete_and_wait_recreated(ns: &str, by: &str, within: Duration) -> Duration {
+    kubectl(&["delete", "service", "-n", ns, "minimal-replicas"]).success();
+    let deleted = Instant::now();
+    eventually(
+        &format!("minimal-replicas recreated by {by}"),
+        within,
+        || (!jsonpath(ns, "service/minimal-replicas", "{.metadata.name}").is_empty()).then_some(()),
+    );
+    deleted.elapsed()
+}
+
 /// `kind/name manager operation time` of every write outside subresources to the
 /// children of `minimal` in `ns`: any write by the operator moves one.
 fn child_writes(ns: &str) -> BTreeSet<String> {
@@ -616,32 +624,10 @@ fn a_partitioned_leader_stops_before_another_takes_over() {
     let reconciled = cut_off.metric(Operator::RECONCILED).unwrap();
 
     // The new leader acts; the old one, once the partition heals, does not.
-    kubectl(&["delete", "service", "-n", &ns, "minimal-replicas"]).success();
-    eventually(
-        "minimal-replicas recreated by the new leader",
-        Duration::from_secs(30),
-        || {
-            (!jsonpath(&ns, "service/minimal-replicas", "{.metadata.name}").is_empty())
-                .then_some(())
-        },
-    );
+    delete_and_wait_recreated(&ns, "the new leader", Duration::from_secs(30));
     link.heal();
     // Two renewals by the leader while the healed one campaigns (every RENEW).
-    let renewed = || {
-        jsonpath(
-            OPERATOR_SERVICE_ACCOUNT.0,
-            "lease/pgpilot-controller",
-            "{.spec.renewTime}",
-        )
-    };
-    let mut renewals = vec![renewed()];
-    eventually("two renewals of the lease", Duration::from_secs(60), || {
-        let now = renewed();
-        if renewals.last() != Some(&now) {
-            renewals.push(now);
-        }
-        (renewals.len() >= 3).then_some(())
-    });
+    wait_for_lease_renewals(2);
     assert_eq!(
         lease_holder(),
         holder,
@@ -693,17 +679,7 @@ fn the_operator_rides_out_an_api_server_restart() {
     });
     let leading = back.elapsed();
     // Watches resumed: a deleted child comes back without any other nudge.
-    kubectl(&["delete", "service", "-n", &ns, "minimal-replicas"]).success();
-    let deleted = Instant::now();
-    eventually(
-        "minimal-replicas recreated",
-        Duration::from_secs(90),
-        || {
-            (!jsonpath(&ns, "service/minimal-replicas", "{.metadata.name}").is_empty())
-                .then_some(())
-        },
-    );
-    let recreated = deleted.elapsed();
+    let recreated = delete_and_wait_recreated(&ns, "the operator", Duration::from_secs(90));
     wait_for_resyncs(&ENV.operator, 2);
     println!(
         "API server restart: gone {:.1} s; the operator led {:.1} s after it answered (holder kept: {}), re-created a deleted child {:.1} s after the delete",

@@ -393,10 +393,11 @@ pub fn plan(pods: &[Instance], expected: usize, sync: Option<&[String]>) -> Step
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn pod(name: &str, role: &str, current: bool) -> Instance {
+    /// A running member as Patroni reports it; replicas stream with no lag.
+    pub(in crate::controller) fn pod(name: &str, role: &str, current: bool) -> Instance {
         Instance {
             name: name.into(),
             current,

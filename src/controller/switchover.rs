@@ -268,21 +268,10 @@ pub async fn record(scope: &Scope<'_>, entry: &LastSwitchover) -> Result<(), kub
 mod tests {
     use super::*;
     use crate::api::PostgresClusterStatus;
+    use crate::controller::rollout::tests::pod;
 
     fn member(name: &str, role: &str) -> Instance {
-        Instance {
-            name: name.into(),
-            current: true,
-            ready: true,
-            terminating: false,
-            state: Some(MemberState {
-                state: "running".into(),
-                role: role.into(),
-                replication_state: (role == "replica").then(|| "streaming".into()),
-                ..Default::default()
-            }),
-            lag: (role == "replica").then_some(0),
-        }
+        pod(name, role, true)
     }
 
     fn pending(asked: Timestamp) -> LastSwitchover {

@@ -72,6 +72,16 @@ fn warns(change: impl FnOnce(&mut PostgresCluster), gist: &str) {
     );
 }
 
+fn exporter_of(c: &mut PostgresCluster) -> &mut ExporterSpec {
+    c.spec
+        .monitoring
+        .as_mut()
+        .unwrap()
+        .exporter
+        .as_mut()
+        .unwrap()
+}
+
 fn params(c: &mut PostgresCluster) -> &mut BTreeMap<String, ParameterValue> {
     c.spec
         .postgresql
@@ -963,30 +973,12 @@ fn pooler() {
 #[test]
 fn exporter() {
     rejects(
-        |c| {
-            c.spec
-                .monitoring
-                .as_mut()
-                .unwrap()
-                .exporter
-                .as_mut()
-                .unwrap()
-                .port = Some(8008)
-        },
+        |c| exporter_of(c).port = Some(8008),
         "spec.monitoring.exporter.port",
         "used by PostgreSQL, Patroni or pgBackRest",
     );
     rejects(
-        |c| {
-            c.spec
-                .monitoring
-                .as_mut()
-                .unwrap()
-                .exporter
-                .as_mut()
-                .unwrap()
-                .port = Some(80)
-        },
+        |c| exporter_of(c).port = Some(80),
         "spec.monitoring.exporter.port",
         "between 1024 and 65535",
     );
@@ -1472,14 +1464,8 @@ fn the_operator_policy_limits_images_and_priority_classes() {
     c.spec.image = Some("docker.io/someone/postgres:17.2".into());
     c.spec.scheduling.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
     // An exact repository entry does not admit a longer name that starts like it.
-    c.spec
-        .monitoring
-        .as_mut()
-        .unwrap()
-        .exporter
-        .as_mut()
-        .unwrap()
-        .image = Some("quay.io/prometheuscommunity/postgres-exporter-fork:v1".into());
+    exporter_of(&mut c).image =
+        Some("quay.io/prometheuscommunity/postgres-exporter-fork:v1".into());
     assert_eq!(
         policy_errors(&c),
         [
@@ -1490,14 +1476,8 @@ fn the_operator_policy_limits_images_and_priority_classes() {
     );
     // A tag or a digest of an allowed repository, and no priority class, pass.
     let mut ok = base();
-    ok.spec
-        .monitoring
-        .as_mut()
-        .unwrap()
-        .exporter
-        .as_mut()
-        .unwrap()
-        .image = Some("quay.io/prometheuscommunity/postgres-exporter@sha256:0123".into());
+    exporter_of(&mut ok).image =
+        Some("quay.io/prometheuscommunity/postgres-exporter@sha256:0123".into());
     ok.spec.scheduling.as_mut().unwrap().priority_class_name = None;
     assert_eq!(policy_errors(&ok), Vec::<String>::new());
     // Without a policy, anything goes.
