@@ -69,6 +69,19 @@ pub struct Metrics {
     read_errors: AtomicU64,
     reconciles: Mutex<BTreeMap<&'static str, Series>>,
     leading: AtomicBool,
+    /// Per cluster (namespace, name), what an alert on backups needs.
+    backups: Mutex<BTreeMap<(String, String), BackupMetrics>>,
+}
+
+/// The backup figures of one cluster, as its last reconcile saw them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupMetrics {
+    /// Per (repository, pgBackRest type), when the newest successful backup Job completed
+    /// (Unix seconds).
+    pub newest: BTreeMap<(String, String), i64>,
+    /// Failed pushes since the primary's last successful one (0 while archiving works);
+    /// `None` before the primary reported.
+    pub archive_failures: Option<u64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,9 +111,28 @@ impl Metrics {
             .observe(elapsed);
     }
 
-    /// Whether this replica holds the controller's Lease.
+    /// Whether this replica holds the controller's Lease. A replica that stops leading
+    /// stops reconciling: its per-cluster figures would go stale, so they go.
     pub fn set_leading(&self, leading: bool) {
         self.leading.store(leading, Ordering::Relaxed);
+        if !leading {
+            lock(&self.backups).clear();
+        }
+    }
+
+    /// The backup figures of a cluster with repositories; `None` forgets the cluster (it
+    /// is gone, or has no repository any more).
+    pub fn set_backups(&self, namespace: &str, cluster: &str, figures: Option<BackupMetrics>) {
+        let key = (namespace.to_owned(), cluster.to_owned());
+        let mut all = lock(&self.backups);
+        match figures {
+            Some(f) => {
+                all.insert(key, f);
+            }
+            None => {
+                all.remove(&key);
+            }
+        }
     }
 
     pub fn certificate_reloaded(&self, ok: bool) {
@@ -187,6 +219,29 @@ impl Metrics {
             "pgpilot_controller_leader {}",
             u8::from(self.leading.load(Ordering::Relaxed))
         );
+
+        // Names are DNS labels and repository names `repoN`: nothing to escape.
+        let backups = lock(&self.backups);
+        out.push_str("# HELP pgpilot_backup_last_success_timestamp_seconds When the newest successful backup Job of a repository and type completed.\n");
+        out.push_str("# TYPE pgpilot_backup_last_success_timestamp_seconds gauge\n");
+        for ((ns, cluster), f) in backups.iter() {
+            for ((repo, kind), at) in &f.newest {
+                let _ = writeln!(
+                    out,
+                    "pgpilot_backup_last_success_timestamp_seconds{{namespace=\"{ns}\",cluster=\"{cluster}\",repo=\"{repo}\",type=\"{kind}\"}} {at}"
+                );
+            }
+        }
+        out.push_str("# HELP pgpilot_archive_failures Failed WAL pushes of the primary since its last successful one (0 while archiving works).\n");
+        out.push_str("# TYPE pgpilot_archive_failures gauge\n");
+        for ((ns, cluster), f) in backups.iter() {
+            if let Some(n) = f.archive_failures {
+                let _ = writeln!(
+                    out,
+                    "pgpilot_archive_failures{{namespace=\"{ns}\",cluster=\"{cluster}\"}} {n}"
+                );
+            }
+        }
         out
     }
 }
@@ -217,5 +272,33 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn backup_figures_per_cluster_and_forgotten_with_it() {
+        let m = Metrics::default();
+        let figures = BackupMetrics {
+            newest: BTreeMap::from([(("repo1".into(), "full".into()), 1_764_547_200)]),
+            archive_failures: Some(3),
+        };
+        m.set_backups("db", "orders", Some(figures));
+        m.set_backups("db", "fresh", Some(BackupMetrics::default()));
+        let text = m.render();
+        for line in [
+            r#"pgpilot_backup_last_success_timestamp_seconds{namespace="db",cluster="orders",repo="repo1",type="full"} 1764547200"#,
+            r#"pgpilot_archive_failures{namespace="db",cluster="orders"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        // No report yet: no series rather than a made-up 0.
+        assert!(!text.contains(r#"cluster="fresh""#), "{text}");
+        m.set_backups("db", "orders", None);
+        assert!(!m.render().contains("orders"));
+        m.set_backups("db", "orders", Some(BackupMetrics::default()));
+        m.set_leading(false);
+        assert!(
+            !m.render().contains("cluster="),
+            "a follower serves no cluster figures"
+        );
     }
 }

@@ -42,7 +42,9 @@ pub const SUBDOMAIN_MAX: usize = 253;
 /// other `pgpilot.io/` key.
 pub const SWITCHOVER_ANNOTATION: &str = "pgpilot.io/switchover";
 pub const RESTART_ANNOTATION: &str = "pgpilot.io/restart";
-pub const OPERATION_ANNOTATIONS: [&str; 2] = [RESTART_ANNOTATION, SWITCHOVER_ANNOTATION];
+pub const BACKUP_ANNOTATION: &str = "pgpilot.io/backup";
+pub const OPERATION_ANNOTATIONS: [&str; 3] =
+    [BACKUP_ANNOTATION, RESTART_ANNOTATION, SWITCHOVER_ANNOTATION];
 /// The switchover target that lets pgpilot choose the member.
 pub const SWITCHOVER_ANY: &str = "any";
 
@@ -51,6 +53,40 @@ pub const SWITCHOVER_ANY: &str = "any";
 pub fn switchover_target(value: &str) -> &str {
     value.split('@').next().unwrap_or_default().trim()
 }
+
+/// What a `pgpilot.io/backup` value asks for: `REPO:TYPE`, optionally followed by `@word`
+/// (which only makes a repeated request new), e.g. `repo1:full@before-upgrade`. `None`
+/// when it is not of that form or the type is not `full`, `diff` or `incr`.
+pub fn backup_request(value: &str) -> Option<(&str, BackupType)> {
+    let asked = value.split('@').next().unwrap_or_default().trim();
+    let (repo, kind) = asked.split_once(':')?;
+    let kind = BackupType::ALL
+        .into_iter()
+        .find(|t| t.pgbackrest_type() == kind)?;
+    (!repo.is_empty()).then_some((repo, kind))
+}
+
+/// The Job of an on-demand backup: named after the request, so asking twice for one value
+/// finds the Job the first ask made instead of making another.
+pub fn backup_request_job(cluster: &str, value: &str) -> String {
+    format!("{cluster}-backup-{}", backup_request_hash(value))
+}
+
+/// The first `ROLES_HASH_LEN` hex digits of SHA-256 over a `pgpilot.io/backup` value.
+pub fn backup_request_hash(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.trim().as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..ROLES_HASH_LEN].to_owned()
+}
+
+/// Label (the hash in the Job's name) and annotation (the request as written) of an
+/// on-demand backup Job. Annotation values may hold `:` and `@`; label values may not.
+pub const BACKUP_REQUEST_LABEL: &str = "pgpilot.io/backup-request";
+/// Label on every backup Job (scheduled or on demand) and CronJob: the repository.
+pub const REPO_LABEL: &str = "pgpilot.io/repo";
+/// Label on every backup Job and CronJob: pgBackRest's `--type`.
+pub const BACKUP_TYPE_LABEL: &str = "pgpilot.io/backup-type";
 
 pub fn statefulset(cluster: &str) -> String {
     cluster.to_owned()
@@ -109,7 +145,7 @@ pub fn roles_job(cluster: &str, hash: &str) -> String {
     format!("{cluster}-roles-{hash}")
 }
 
-/// The backup types pgBackRest takes on a schedule.
+/// The backup types pgBackRest takes, on a schedule or on demand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackupType {
     Full,
@@ -118,6 +154,12 @@ pub enum BackupType {
 }
 
 impl BackupType {
+    pub const ALL: [BackupType; 3] = [
+        BackupType::Full,
+        BackupType::Differential,
+        BackupType::Incremental,
+    ];
+
     /// pgBackRest's `--type` value.
     pub fn pgbackrest_type(self) -> &'static str {
         match self {
@@ -155,6 +197,33 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_requests() {
+        assert_eq!(
+            backup_request("repo1:full"),
+            Some(("repo1", BackupType::Full))
+        );
+        assert_eq!(
+            backup_request("repo2:incr@before-upgrade"),
+            Some(("repo2", BackupType::Incremental))
+        );
+        for bad in [
+            "full",
+            "repo1:",
+            ":full",
+            "repo1:differential",
+            "repo1:full:x",
+            "",
+        ] {
+            assert_eq!(backup_request(bad), None, "{bad}");
+        }
+        // One value, one Job name; another word, another Job.
+        let a = backup_request_job("pg", "repo1:full@a");
+        assert_eq!(a, backup_request_job("pg", " repo1:full@a "));
+        assert_ne!(a, backup_request_job("pg", "repo1:full@b"));
+        assert_eq!(a.len(), "pg-backup-".len() + ROLES_HASH_LEN);
+    }
 
     #[test]
     fn dns_names() {

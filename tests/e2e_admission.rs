@@ -358,3 +358,49 @@ fn get_shows_the_printer_columns() {
         .collect();
     assert_eq!(row[..3], ["minimal", "18", "2"], "{run}");
 }
+
+#[test]
+fn backup_requests_are_checked_before_they_are_stored() {
+    let ns = E2E.namespace("backup-request");
+    let yaml = db(
+        "  storage:\n    size: 10Gi\n  backup:\n    pgbackrest:\n      repos:\n        - name: repo1\n          volume:\n            size: 1Gi\n",
+    );
+    E2E.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &yaml)
+        .success();
+    let stored = E2E.stored(&ns, "db").expect("stored");
+    let path = "metadata.annotations[pgpilot.io/backup]: Invalid value";
+    for (value, message) in [
+        (
+            "repo9:full",
+            "repo9 is not a repository of this cluster (repo1)",
+        ),
+        (
+            "repo1:weekly",
+            "must be REPO:TYPE with TYPE full, diff or incr",
+        ),
+        // No primary yet: there is nothing to back up.
+        (
+            "repo1:full",
+            "a backup needs a running cluster with an elected primary",
+        ),
+    ] {
+        let run = E2E
+            .kubectl(&[
+                "annotate",
+                "-n",
+                &ns,
+                "postgrescluster",
+                "db",
+                &format!("pgpilot.io/backup={value}"),
+            ])
+            .failure();
+        assert!(
+            run.stderr.contains(path) && run.stderr.contains(message),
+            "{value}: {run}"
+        );
+    }
+    let now = E2E.stored(&ns, "db").expect("still stored");
+    // (Status writes by the controller may move the resourceVersion; the request did not.)
+    assert_eq!(now.metadata.annotations, stored.metadata.annotations);
+    assert_eq!(now.spec, stored.spec);
+}

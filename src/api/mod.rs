@@ -539,6 +539,32 @@ pub struct PostgresClusterStatus {
     /// The switchover asked for last with the `pgpilot.io/switchover` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_switchover: Option<LastSwitchover>,
+    /// The backup asked for last with the `pgpilot.io/backup` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+}
+
+/// A backup asked for with the `pgpilot.io/backup` annotation, and how it went.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// The annotation's value: `REPO:TYPE`, optionally followed by `@` and a word that
+    /// makes a repeated request new.
+    pub request: String,
+    /// The Job that takes the backup (`CLUSTER-backup-HASH`, one per request).
+    pub job: String,
+    /// `Pending` while another backup of the cluster runs (pgBackRest takes one at a
+    /// time), `Running` once its Job exists, then `Succeeded` or `Failed`.
+    pub phase: String,
+    /// When the Job was created (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When the Job completed or failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// What happened, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A switchover asked for with the `pgpilot.io/switchover` annotation, and how it went.

@@ -4,6 +4,8 @@
 //! nothing: every value comes from `render`.
 
 mod apply;
+mod archiving;
+mod backup;
 mod certificates;
 mod converge;
 pub mod leader;
@@ -22,15 +24,17 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -237,6 +241,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .owns(Api::<ServiceAccount>::all(client.clone()), owned())
         .owns(Api::<Role>::all(client.clone()), owned())
         .owns(Api::<RoleBinding>::all(client.clone()), owned())
+        .watches_stream(archive_reports(&client), |pod| {
+            let cluster = pod.labels().get(names::CLUSTER_LABEL)?;
+            let namespace = pod.namespace()?;
+            Some(ObjectRef::new_with(cluster, cluster_resource()).within(&namespace))
+        })
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(timed_reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -246,6 +255,35 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             }
         })
         .await;
+}
+
+/// The database pods' metadata, passed on only when a pod's archive report (annotation
+/// `pgpilot.io/archive`, see `archiving`) changed: a failing push reaches the cluster's
+/// `ContinuousArchiving` at once, while Patroni's own updates of the pods (its member
+/// annotation changes with every WAL position) wake nothing.
+fn archive_reports(
+    client: &Client,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Pod>, watcher::Error>> + Send + 'static {
+    let selector = format!(
+        "app.kubernetes.io/managed-by=pgpilot,app.kubernetes.io/component={}",
+        render::component::DATABASE
+    );
+    let report = |pod: &PartialObjectMeta<Pod>| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        pod.annotations()
+            .get(render::ARCHIVE_ANNOTATION)
+            .hash(&mut h);
+        Some(h.finish())
+    };
+    // An `Api` of `PartialObjectMeta` asks for metadata only.
+    watcher(
+        Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(report, Default::default())
 }
 
 /// An error message short enough for a condition or an event: the API server's answers
@@ -289,13 +327,27 @@ pub(crate) async fn publish(
     reason: &str,
     note: String,
 ) {
+    publish_about(ctx, obj, type_, reason, note, None).await;
+}
+
+/// [`publish`] with a related object. The recorder folds Events of one reason about one
+/// object into a series that keeps the *first* note; a related object keeps them apart,
+/// so each backup Job's outcome is its own Event with its own note.
+pub(crate) async fn publish_about(
+    ctx: &Context,
+    obj: &DynamicObject,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) {
     let reference = obj.object_ref(&cluster_resource());
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         warn!("publishing event: {e}");
@@ -316,6 +368,8 @@ async fn timed_reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<A
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     if obj.meta().deletion_timestamp.is_some() {
+        let namespace = obj.namespace().unwrap_or_default();
+        ctx.metrics.set_backups(&namespace, &obj.name_any(), None);
         // Children carry owner references: the garbage collector removes them.
         return Ok(Action::await_change());
     }
@@ -515,6 +569,9 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
             Err(waiting) => observation.rolling = Err(waiting),
         }
     }
+    // Backups: WAL archiving as the primary reports it, the outcome of the newest backup
+    // Job, and a backup asked for by annotation.
+    backup::observe(&scope, &cluster, &pods, acting, &mut observation).await?;
     observation.config = match (&result, &rendered) {
         _ if paused => Err((
             status::PAUSED.into(),
@@ -628,7 +685,15 @@ async fn materialize(
     step!(PodDisruptionBudget, &r.pod_disruption_budgets);
     step!(CronJob, &r.cron_jobs);
     step!(Deployment, &r.deployments);
-    step!(Job, &r.jobs);
+    {
+        // On-demand backup Jobs are made once per request (see `backup`), never applied or
+        // pruned with the rendered ones.
+        let api: Api<Job> = Api::namespaced(client.clone(), &ns);
+        let selector = format!("{selector},!{}", names::BACKUP_REQUEST_LABEL);
+        let live = apply::list(&api, &selector).await?;
+        changes.extend(apply::apply_all(&api, &r.jobs, &live, &uid).await?);
+        changes.extend(apply::prune(&api, &r.jobs, &live, &uid).await?);
+    }
     if !r.certificates.is_empty() {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &ns, &render::certificate_resource());

@@ -5,7 +5,9 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{ClusterMember, InstancesStatus, LastSwitchover, Phase, PostgresClusterStatus};
+use crate::api::{
+    ClusterMember, InstancesStatus, LastBackup, LastSwitchover, Phase, PostgresClusterStatus,
+};
 
 pub const RESOLVED: &str = "Resolved";
 pub const RECONCILED: &str = "Reconciled";
@@ -13,6 +15,8 @@ pub const CONFIG_APPLIED: &str = "ConfigApplied";
 pub const READY: &str = "Ready";
 pub const ROLLING: &str = "Rolling";
 pub const PAUSED: &str = "Paused";
+pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
+pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
 
 /// What the controller observed, from which the status follows.
 #[derive(Debug, Clone)]
@@ -37,6 +41,12 @@ pub struct Observation {
     pub paused: bool,
     /// A switchover asked for by annotation that ended in this pass.
     pub switchover: Option<LastSwitchover>,
+    /// `LastBackupSucceeded` (status, reason, message); `None` without repositories.
+    pub backups: Option<(&'static str, String, String)>,
+    /// `ContinuousArchiving` (status, reason, message); `None` without repositories.
+    pub archiving: Option<(&'static str, String, String)>,
+    /// The record of a backup asked for by annotation, as this pass left it.
+    pub backup: Option<LastBackup>,
 }
 
 impl Default for Observation {
@@ -54,6 +64,9 @@ impl Default for Observation {
             rolling: Ok(()),
             paused: false,
             switchover: None,
+            backups: None,
+            archiving: None,
+            backup: None,
         }
     }
 }
@@ -108,7 +121,14 @@ pub fn status(
     let instances_ready = o.desired > 0 && o.ready >= o.desired && o.primary.is_some();
     // Paused, the controller checks nothing beyond the instances themselves.
     let all_ready = instances_ready && (o.config.is_ok() || o.paused);
-    let ready = if all_ready {
+    // WAL that does not reach the repositories is a cluster that cannot be restored to now.
+    let archiving_failed = o
+        .archiving
+        .as_ref()
+        .filter(|(status, _, _)| *status == "False");
+    let ready = if let (true, Some((_, _, message))) = (all_ready, archiving_failed) {
+        Err(("ArchivingFailed".to_owned(), message.clone()))
+    } else if all_ready {
         Ok(())
     } else if let (true, Err((reason, message))) = (instances_ready, &o.config) {
         Err((
@@ -137,6 +157,8 @@ pub fn status(
         Phase::Failed
     } else if o.rolling.is_err() {
         Phase::Updating
+    } else if all_ready && archiving_failed.is_some() {
+        Phase::Degraded
     } else if all_ready {
         Phase::Running
     } else if instances_ready {
@@ -157,7 +179,7 @@ pub fn status(
         ),
         Err((reason, message)) => ("True", reason.clone(), message.clone()),
     };
-    let conditions = vec![
+    let mut conditions = vec![
         condition(
             RESOLVED,
             o.resolved.clone(),
@@ -215,6 +237,24 @@ pub fn status(
             &now,
         ),
     ];
+    if let Some(archiving) = &o.archiving {
+        conditions.push(with_status(
+            CONTINUOUS_ARCHIVING,
+            archiving.clone(),
+            o.generation,
+            old_conditions,
+            &now,
+        ));
+    }
+    if let Some(backups) = &o.backups {
+        conditions.push(with_status(
+            LAST_BACKUP_SUCCEEDED,
+            backups.clone(),
+            o.generation,
+            old_conditions,
+            &now,
+        ));
+    }
     PostgresClusterStatus {
         observed_generation: o.generation,
         phase: Some(phase),
@@ -229,6 +269,10 @@ pub fn status(
             .switchover
             .clone()
             .or_else(|| old.and_then(|s| s.last_switchover.clone())),
+        last_backup: o
+            .backup
+            .clone()
+            .or_else(|| old.and_then(|s| s.last_backup.clone())),
     }
 }
 
@@ -301,6 +345,40 @@ mod tests {
             started: true,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn failing_archiving_is_not_ready() {
+        let mut o = obs(2, true);
+        o.archiving = Some((
+            "False",
+            "ArchivePushFailed".into(),
+            "pg-0: archive-push of WAL segment X failed".into(),
+        ));
+        let s = status(&o, None, t(10));
+        let get = |s: &PostgresClusterStatus, type_: &str| {
+            let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        let (status_, reason, message) = get(&s, READY);
+        assert_eq!(
+            (status_.as_str(), reason.as_str()),
+            ("False", "ArchivingFailed")
+        );
+        assert!(message.contains("archive-push"), "{message}");
+        assert_eq!(get(&s, CONTINUOUS_ARCHIVING).1, "ArchivePushFailed");
+        // Fixed: Ready again. Unknown (no report yet) does not hold Ready back.
+        for (st, reason) in [("True", "Archiving"), ("Unknown", "NoReport")] {
+            o.archiving = Some((st, reason.into(), String::new()));
+            let s = status(&o, Some(&s), t(20));
+            assert_eq!(s.phase, Some(Phase::Running), "{st}");
+            assert_eq!(get(&s, READY).0, "True", "{st}");
+        }
+        // Without repositories there is no such condition.
+        o.archiving = None;
+        let s = status(&o, None, t(30));
+        assert!(!s.conditions.iter().any(|c| c.type_ == CONTINUOUS_ARCHIVING));
     }
 
     #[test]

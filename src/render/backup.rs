@@ -2,6 +2,9 @@
 //! backup CronJobs `C-backup-REPO-full|diff|incr`. See `pgbackrest.rs` for why backups run
 //! from a repository host rather than by exec into the primary.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
 
 use super::patroni::STANZA;
@@ -78,17 +81,22 @@ fn repo_access(
     Ok(a)
 }
 
-pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
-    if c.spec.backup_repos().is_empty() {
-        return Ok(());
-    }
+/// The image of the repository host and the backup Jobs.
+fn image<'a>(c: &Cluster<'a>) -> Result<&'a str, RenderError> {
     let pb = c
         .spec
         .backup
         .as_ref()
         .and_then(|b| b.pgbackrest.as_ref())
         .ok_or(RenderError::NotResolved("spec.backup.pgbackrest"))?;
-    let image = need(&pb.image, "spec.backup.pgbackrest.image")?;
+    need(&pb.image, "spec.backup.pgbackrest.image").map(String::as_str)
+}
+
+pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
+    if c.spec.backup_repos().is_empty() {
+        return Ok(());
+    }
+    let image = image(c)?;
     let host = names::repo_host(c.name);
 
     // In the StatefulSet, volume repositories are claim templates; jobs use the same claims.
@@ -175,12 +183,8 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         }),
     )?);
 
-    let in_job = repo_access(
-        c,
-        |r| json!({ "name": r.name, "persistentVolumeClaim": { "claimName": format!("{}-{host}-0", r.name) } }),
-    )?;
+    let in_job = job_access(c)?;
     for repo in c.spec.backup_repos() {
-        let n = repo_index(repo)?;
         let Some(schedules) = &repo.schedules else {
             continue;
         };
@@ -192,37 +196,104 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         for (kind, schedule) in kinds {
             let Some(schedule) = schedule else { continue };
             out.cron_jobs
-                .push(cron_job(c, &in_job, image, n, &repo.name, kind, schedule)?);
+                .push(cron_job(c, &in_job, image, repo, kind, schedule)?);
         }
     }
     Ok(())
 }
 
-fn cron_job(
+/// What a backup Job mounts: the repository host's access, with volume repositories as
+/// the repository host's own claims.
+fn job_access(c: &Cluster) -> Result<RepoAccess, RenderError> {
+    let host = names::repo_host(c.name);
+    repo_access(
+        c,
+        |r| json!({ "name": r.name, "persistentVolumeClaim": { "claimName": format!("{}-{host}-0", r.name) } }),
+    )
+}
+
+/// Labels of every backup Job and CronJob: the cluster's, the repository and the type.
+fn backup_labels(c: &Cluster, repo: &str, kind: BackupType) -> BTreeMap<String, String> {
+    let mut labels = c.labels(component::BACKUP);
+    labels.insert(names::REPO_LABEL.into(), repo.into());
+    labels.insert(
+        names::BACKUP_TYPE_LABEL.into(),
+        kind.pgbackrest_type().into(),
+    );
+    labels
+}
+
+/// pgBackRest's exit code when a lock is held: another backup of the stanza runs.
+const LOCK_HELD: u8 = 50;
+/// Seconds a backup Job waits between attempts while another backup of the stanza runs.
+const LOCK_RETRY_SECONDS: u32 = 20;
+
+/// The Job spec shared by scheduled and on-demand backups: one container that creates the
+/// stanza if needed (idempotent) and takes a backup of `kind` into `repo`. pgBackRest runs
+/// one backup of a stanza at a time and refuses another with exit code 50; scheduled Jobs
+/// of two types can start together, so the refused one waits and tries again instead of
+/// failing. (On-demand Jobs never meet another: the controller starts one only when no
+/// backup Job of the cluster runs.)
+/// pgBackRest expires what the repository's retention no longer keeps after each backup.
+fn job_spec(
     c: &Cluster,
     access: &RepoAccess,
     image: &str,
-    n: u8,
-    repo: &str,
+    repo: &BackupRepo,
     kind: BackupType,
-    schedule: &str,
-) -> Result<k8s_openapi::api::batch::v1::CronJob, RenderError> {
-    let name = names::backup_cronjob(c.name, repo, kind);
-    let mut labels = c.labels(component::BACKUP);
-    labels.insert("pgpilot.io/repo".into(), repo.into());
-    labels.insert(
-        "pgpilot.io/backup-type".into(),
-        kind.pgbackrest_type().into(),
-    );
+    labels: &BTreeMap<String, String>,
+) -> Result<Value, RenderError> {
+    let n = repo_index(repo)?;
     // Volume repositories are ReadWriteOnce: the job must run on the repository host's node.
     let affinity = json!({ "podAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
         "labelSelector": { "matchLabels": c.selector(component::REPO_HOST) },
         "topologyKey": "kubernetes.io/hostname"
     }]}});
     let command = format!(
-        "pgbackrest --stanza={STANZA} stanza-create && exec pgbackrest --stanza={STANZA} --repo={n} --type={} backup",
-        kind.pgbackrest_type()
+        "while :; do\n\
+         \x20 pgbackrest --stanza={STANZA} stanza-create \
+         && pgbackrest --stanza={STANZA} --repo={n} --type={t} backup && exit 0\n\
+         \x20 rc=$?; [ $rc -eq {LOCK_HELD} ] || exit $rc\n\
+         \x20 echo 'another backup of stanza {STANZA} runs; trying again in {LOCK_RETRY_SECONDS} s'\n\
+         \x20 sleep {LOCK_RETRY_SECONDS}\n\
+         done\n",
+        t = kind.pgbackrest_type()
     );
+    Ok(json!({
+        "backoffLimit": 2,
+        "template": {
+            "metadata": { "labels": labels },
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "enableServiceLinks": false,
+                "securityContext": pod_security(),
+                "affinity": affinity,
+                "containers": [{
+                    "name": "backup",
+                    "image": image,
+                    "command": ["sh", "-c", command],
+                    "env": access.env,
+                    "volumeMounts": access.mounts,
+                    "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "1Gi" } },
+                    "securityContext": container_security()
+                }],
+                "volumes": access.volumes
+            }
+        }
+    }))
+}
+
+fn cron_job(
+    c: &Cluster,
+    access: &RepoAccess,
+    image: &str,
+    repo: &BackupRepo,
+    kind: BackupType,
+    schedule: &str,
+) -> Result<k8s_openapi::api::batch::v1::CronJob, RenderError> {
+    let name = names::backup_cronjob(c.name, &repo.name, kind);
+    let labels = backup_labels(c, &repo.name, kind);
     build(
         "CronJob",
         json!({
@@ -236,31 +307,42 @@ fn cron_job(
                 "failedJobsHistoryLimit": 3,
                 "jobTemplate": {
                     "metadata": { "labels": labels },
-                    "spec": {
-                        "backoffLimit": 2,
-                        "template": {
-                            "metadata": { "labels": labels },
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "automountServiceAccountToken": false,
-                                "enableServiceLinks": false,
-                                "securityContext": pod_security(),
-                                "affinity": affinity,
-                                "containers": [{
-                                    "name": "backup",
-                                    "image": image,
-                                    "command": ["sh", "-c", command],
-                                    "env": access.env,
-                                    "volumeMounts": access.mounts,
-                                    "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "1Gi" } },
-                                    "securityContext": container_security()
-                                }],
-                                "volumes": access.volumes
-                            }
-                        }
-                    }
+                    "spec": job_spec(c, access, image, repo, kind, &labels)?
                 }
             }
         }),
     )
+}
+
+/// The Job of an on-demand backup asked for with `pgpilot.io/backup` = `value`: the
+/// scheduled backups' Job, named and labelled after the request. `None` when the value
+/// does not name a repository of the spec (admission refuses such values).
+pub fn request_job(c: &Cluster, value: &str) -> Result<Option<Job>, RenderError> {
+    let Some((repo_name, kind)) = names::backup_request(value) else {
+        return Ok(None);
+    };
+    let Some(repo) = c.spec.backup_repos().iter().find(|r| r.name == repo_name) else {
+        return Ok(None);
+    };
+    let image = image(c)?;
+    let mut labels = backup_labels(c, repo_name, kind);
+    labels.insert(
+        names::BACKUP_REQUEST_LABEL.into(),
+        names::backup_request_hash(value),
+    );
+    let access = job_access(c)?;
+    build(
+        "Job",
+        json!({
+            "metadata": {
+                "name": names::backup_request_job(c.name, value),
+                "namespace": c.namespace,
+                "labels": labels,
+                "annotations": { names::BACKUP_REQUEST_LABEL: value.trim() },
+                "ownerReferences": c.owner.clone().map(|o| vec![o])
+            },
+            "spec": job_spec(c, &access, image, repo, kind, &labels)?
+        }),
+    )
+    .map(Some)
 }

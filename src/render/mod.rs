@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{PostgresCluster, PostgresClusterSpec};
 use crate::names;
 
+pub use pgbackrest::ARCHIVE_ANNOTATION;
 pub use secrets::{SecretKind, SecretTemplate, secret_data};
 pub use tls::api_resource as certificate_resource;
 
@@ -213,28 +214,7 @@ fn build<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T,
 
 /// Renders every child of a resolved cluster.
 pub fn render(cluster: &PostgresCluster) -> Result<Rendered, RenderError> {
-    let name = cluster
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(RenderError::MissingMetadata("name"))?;
-    let namespace = cluster
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(RenderError::MissingMetadata("namespace"))?;
-    let c = Cluster {
-        name,
-        namespace,
-        owner: cluster.controller_owner_ref(&()),
-        spec: &cluster.spec,
-        restart: cluster
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::names::RESTART_ANNOTATION))
-            .map(String::as_str),
-    };
+    let c = Cluster::of(cluster)?;
     let mut out = Rendered::default();
     rbac::render(&c, &mut out)?;
     secrets::render(&c, &mut out)?;
@@ -247,6 +227,44 @@ pub fn render(cluster: &PostgresCluster) -> Result<Rendered, RenderError> {
     tls::render(&c, &mut out)?;
     roles::render(&c, &mut out)?;
     Ok(out)
+}
+
+/// The Job of an on-demand backup asked for with `pgpilot.io/backup` = `value` (see
+/// `backup::request_job`). Not part of [`render`]: it is created once per request, never
+/// re-applied or pruned.
+pub fn backup_request_job(
+    cluster: &PostgresCluster,
+    value: &str,
+) -> Result<Option<k8s_openapi::api::batch::v1::Job>, RenderError> {
+    backup::request_job(&Cluster::of(cluster)?, value)
+}
+
+impl<'a> Cluster<'a> {
+    fn of(cluster: &'a PostgresCluster) -> Result<Self, RenderError> {
+        let name = cluster
+            .metadata
+            .name
+            .as_deref()
+            .ok_or(RenderError::MissingMetadata("name"))?;
+        let namespace = cluster
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(RenderError::MissingMetadata("namespace"))?;
+        let c = Cluster {
+            name,
+            namespace,
+            owner: cluster.controller_owner_ref(&()),
+            spec: &cluster.spec,
+            restart: cluster
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::names::RESTART_ANNOTATION))
+                .map(String::as_str),
+        };
+        Ok(c)
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub fn dynamic_config(c: &Cluster) -> Result<Value, RenderError> {
         dcs_params.insert("archive_mode".into(), "on".into());
         dcs_params.insert(
             "archive_command".into(),
-            format!("pgbackrest --stanza={STANZA} archive-push \"%p\"").into(),
+            super::pgbackrest::archive_command().into(),
         );
         dcs_params.insert(
             "restore_command".into(),

@@ -23,6 +23,22 @@ use crate::api::BackupRepo;
 use crate::names;
 
 pub const INSTANCE_CONF: &str = "instance.conf";
+/// PostgreSQL's `archive_command` on the instances: pgBackRest's `archive-push`, whose
+/// failures (and the recovery after them) are reported on the pod for the operator's
+/// `ContinuousArchiving` condition.
+pub const ARCHIVE_PUSH: &str = "archive-push.sh";
+pub const ARCHIVE_REPORT: &str = "archive-report.py";
+/// The pod annotation the archive report writes (JSON: `ok`, `wal`, `time`, and on failure
+/// `exitCode`, `failures`, `since`).
+pub const ARCHIVE_ANNOTATION: &str = "pgpilot.io/archive";
+
+/// `archive_command`, with the scripts mounted at `/etc/pgbackrest`.
+pub fn archive_command() -> String {
+    format!(
+        "sh {}/{ARCHIVE_PUSH} \"%p\" %f",
+        super::PGBACKREST_CONFIG_DIR
+    )
+}
 pub const REPO_HOST_CONF: &str = "repo-host.conf";
 /// Where the repository host mounts volume repositories: `/pgbackrest/repoN`.
 pub const VOLUME_ROOT: &str = "/pgbackrest";
@@ -208,7 +224,12 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         "ConfigMap",
         json!({
             "metadata": c.meta(names::pgbackrest(c.name), component::BACKUP),
-            "data": { INSTANCE_CONF: instance_conf(c)?, REPO_HOST_CONF: repo_host_conf(c)? }
+            "data": {
+                INSTANCE_CONF: instance_conf(c)?,
+                REPO_HOST_CONF: repo_host_conf(c)?,
+                ARCHIVE_PUSH: include_str!("archive/archive-push.sh"),
+                ARCHIVE_REPORT: include_str!("archive/archive-report.py")
+            }
         }),
     )?);
     Ok(())

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::patroni::CONFIG_KEY;
-use super::pgbackrest::INSTANCE_CONF;
+use super::pgbackrest::{ARCHIVE_PUSH, ARCHIVE_REPORT, INSTANCE_CONF};
 use super::pod::{container_security, field_env, pod_security, scheduling, secret_env, tmp_volume};
 use super::secrets::exporter_enabled;
 use super::{Cluster, RenderError, Rendered, build, component, need};
@@ -96,7 +96,18 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
             { "name": "pgbackrest-tls", "mountPath": super::PGBACKREST_TLS_DIR, "readOnly": true }
         ]);
         mounts.extend(pgbackrest_mounts.as_array().cloned().unwrap_or_default());
-        volumes.push(json!({ "name": "pgbackrest-config", "configMap": { "name": names::pgbackrest(c.name), "items": [{ "key": INSTANCE_CONF, "path": "pgbackrest.conf" }] } }));
+        volumes.push(json!({ "name": "pgbackrest-config", "configMap": { "name": names::pgbackrest(c.name), "items": [
+            { "key": INSTANCE_CONF, "path": "pgbackrest.conf" },
+            { "key": ARCHIVE_PUSH, "path": ARCHIVE_PUSH },
+            { "key": ARCHIVE_REPORT, "path": ARCHIVE_REPORT }
+        ] } }));
+        // For the archive report (archive-report.py): Patroni passes PostgreSQL, and so
+        // archive_command, no `PATRONI_*` or `KUBERNETES_*` variable.
+        env.extend([
+            field_env("PGPILOT_POD_NAME", "metadata.name"),
+            json!({ "name": "PGPILOT_API_HOST", "value": "$(KUBERNETES_SERVICE_HOST)" }),
+            json!({ "name": "PGPILOT_API_PORT", "value": "$(KUBERNETES_SERVICE_PORT)" }),
+        ]);
         volumes.push(json!({ "name": "pgbackrest-tls", "secret": { "secretName": names::pgbackrest_tls_secret(c.name), "defaultMode": 0o640 } }));
         // pgBackRest's TLS server: backups taken by the repository host read the data
         // directory through it.

@@ -178,7 +178,7 @@ fn patroni_config_follows_the_spec() {
     assert_eq!(dcs["postgresql"]["parameters"]["shared_buffers"], "2048MB");
     assert_eq!(
         dcs["postgresql"]["parameters"]["archive_command"],
-        "pgbackrest --stanza=db archive-push \"%p\""
+        "sh /etc/pgbackrest/archive-push.sh \"%p\" %f"
     );
     assert_eq!(cfg["postgresql"]["create_replica_methods"][0], "pgbackrest");
     assert_eq!(cfg["postgresql"]["parameters"]["ssl"], "on");
@@ -536,4 +536,104 @@ fn only_patroni_holds_the_service_account_token() {
 
 fn name_of(c: &PostgresCluster) -> String {
     c.metadata.name.clone().unwrap()
+}
+
+#[test]
+fn an_on_demand_backup_is_the_scheduled_backups_job_named_after_its_request() {
+    let c = sample("ha-backup-pooler");
+    let rendered = render(&c).unwrap();
+    let scheduled = rendered
+        .cron_jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref() == Some("orders-backup-repo1-full"))
+        .expect("a full backup CronJob for repo1");
+    let scheduled = serde_json::to_value(scheduled).unwrap();
+    let job = backup_request_job(&c, "repo1:full@before-upgrade")
+        .unwrap()
+        .expect("repo1 is a repository of the sample");
+    let job = serde_json::to_value(&job).unwrap();
+    assert_eq!(job["metadata"]["name"], "orders-backup-a81e965967");
+    assert_eq!(
+        job["metadata"]["annotations"][names::BACKUP_REQUEST_LABEL],
+        "repo1:full@before-upgrade"
+    );
+    let labels = &job["metadata"]["labels"];
+    assert_eq!(labels[names::REPO_LABEL], "repo1");
+    assert_eq!(labels[names::BACKUP_TYPE_LABEL], "full");
+    assert_eq!(
+        job["metadata"]["ownerReferences"][0]["uid"],
+        "0f0e0d0c-0000-4000-8000-000000000001"
+    );
+    // Same container, volumes, security context: only the request's label differs.
+    let mut template = job["spec"]["template"].clone();
+    template["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove(names::BACKUP_REQUEST_LABEL)
+        .expect("the pods carry the request label");
+    assert_eq!(
+        template,
+        scheduled["spec"]["jobTemplate"]["spec"]["template"]
+    );
+    // Not a repository of the spec: nothing to run.
+    assert!(backup_request_job(&c, "repo4:full").unwrap().is_none());
+}
+
+#[test]
+fn archiving_goes_through_pgbackrest_and_reports_on_the_pod() {
+    let c = sample("ha-backup-pooler");
+    let r = render(&c).unwrap();
+    let conf = r
+        .config_maps
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some("orders-pgbackrest"))
+        .expect("the pgBackRest ConfigMap");
+    let data = conf.data.as_ref().unwrap();
+    let push = &data[super::pgbackrest::ARCHIVE_PUSH];
+    // pgBackRest's exit code is the archive's outcome; the report cannot change it.
+    assert!(push.contains(&format!(
+        "pgbackrest --stanza={} archive-push \"$1\"\nrc=$?",
+        super::patroni::STANZA
+    )));
+    assert!(push.contains("|| true") && push.trim_end().ends_with("exit \"$rc\""));
+    let report = &data[super::pgbackrest::ARCHIVE_REPORT];
+    assert!(report.contains(&format!(
+        "ANNOTATION = \"{}\"",
+        super::pgbackrest::ARCHIVE_ANNOTATION
+    )));
+    // The instances mount both scripts next to pgbackrest.conf, and the postgres container
+    // has what the report needs under names Patroni passes on to PostgreSQL.
+    let sts = serde_json::to_value(&r.stateful_sets[0]).unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "pgbackrest-config")
+        .unwrap();
+    let paths: Vec<&str> = volume["configMap"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["pgbackrest.conf", "archive-push.sh", "archive-report.py"]
+    );
+    let env = &pod["containers"][0]["env"];
+    let names: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for name in ["PGPILOT_POD_NAME", "PGPILOT_API_HOST", "PGPILOT_API_PORT"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    // Without repositories, none of it.
+    let minimal = serde_json::to_value(&render(&sample("minimal")).unwrap().stateful_sets[0])
+        .unwrap()
+        .to_string();
+    assert!(!minimal.contains("PGPILOT_API_HOST") && !minimal.contains("archive-push"));
 }

@@ -133,6 +133,14 @@ fn child_names(name: &str, spec: &PostgresClusterSpec) -> Vec<(String, &'static 
         (names::pooler(name), "Service", names::LABEL_MAX),
         (names::roles_job(name, &hash), "Job", names::LABEL_MAX),
     ];
+    if !spec.backup_repos().is_empty() {
+        // On-demand backups (`pgpilot.io/backup`): one Job per request, a hash in its name.
+        out.push((
+            names::backup_request_job(name, "x"),
+            "Job",
+            names::LABEL_MAX,
+        ));
+    }
     for repo in spec.backup_repos() {
         let schedules = repo.schedules.as_ref();
         let kinds = [

@@ -1,5 +1,6 @@
 //! Operations asked for with annotations on the cluster, checked before they are stored:
-//! `pgpilot.io/switchover` (a member, or `any`) and `pgpilot.io/restart` (any new value).
+//! `pgpilot.io/switchover` (a member, or `any`), `pgpilot.io/backup` (`REPO:TYPE` of a
+//! repository of the spec) and `pgpilot.io/restart` (any new value).
 //! Any other `pgpilot.io/` key is a typo that would otherwise be silently ignored, so it
 //! is refused. `spec.paused` is warned about: while it holds, edits are stored and not
 //! applied.
@@ -40,14 +41,70 @@ pub fn check(new: &PostgresCluster, old: Option<&PostgresCluster>, e: &mut Error
             continue;
         }
         // Only a new value asks for something; an unchanged one was dealt with already.
-        if key == names::SWITCHOVER_ANNOTATION && old_value(key) != Some(value.as_str()) {
-            switchover(new, old, &path, value, e);
+        if old_value(key) == Some(value.as_str()) {
+            continue;
+        }
+        match key.as_str() {
+            names::SWITCHOVER_ANNOTATION => switchover(new, old, &path, value, e),
+            names::BACKUP_ANNOTATION => backup(new, old, &path, value, e),
+            _ => {}
         }
     }
     if new.spec.paused == Some(true) && old.is_none_or(|o| o.spec.paused != Some(true)) {
         e.warn(
             &Path::new("spec").child("paused"),
             "pgpilot changes nothing for this cluster until paused is false: edits are stored, not applied",
+        );
+    }
+}
+
+/// `REPO:TYPE` or `REPO:TYPE@WORD`: a repository of the spec, a pgBackRest backup type, on
+/// a cluster whose primary runs (the stanza is created from it).
+fn backup(
+    new: &PostgresCluster,
+    old: Option<&PostgresCluster>,
+    path: &Path,
+    value: &str,
+    e: &mut Errors,
+) {
+    let repos: Vec<&str> = new
+        .spec
+        .backup_repos()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    let Some((repo, _)) = names::backup_request(value) else {
+        return e.invalid_str(
+            path,
+            value,
+            "must be REPO:TYPE with TYPE full, diff or incr, optionally followed by @ and a word (for example repo1:full@2026-11-30)",
+        );
+    };
+    if repos.is_empty() {
+        return e.invalid_str(
+            path,
+            value,
+            "the cluster has no backup repository (spec.backup.pgbackrest.repos)",
+        );
+    }
+    if !repos.contains(&repo) {
+        return e.invalid_str(
+            path,
+            value,
+            format!(
+                "{repo} is not a repository of this cluster ({})",
+                repos.join(", ")
+            ),
+        );
+    }
+    let running = old
+        .and_then(|o| o.status.as_ref())
+        .is_some_and(|s| s.primary.is_some());
+    if !running {
+        e.invalid_str(
+            path,
+            value,
+            "a backup needs a running cluster with an elected primary",
         );
     }
 }
@@ -122,7 +179,10 @@ fn switchover(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ClusterMember, PatroniSpec, PostgresClusterSpec, PostgresClusterStatus};
+    use crate::api::{
+        BackupRepo, BackupSpec, ClusterMember, PatroniSpec, PgBackRestSpec, PostgresClusterSpec,
+        PostgresClusterStatus,
+    };
 
     fn cluster(annotations: &[(&str, &str)], sync: bool) -> PostgresCluster {
         let mut c = PostgresCluster::new(
@@ -224,6 +284,60 @@ mod tests {
                 .join("")
                 .contains("needs a running cluster")
         );
+    }
+
+    #[test]
+    fn backup_requests_name_a_repository_of_the_spec_and_a_type() {
+        let with_repos = |annotations: &[(&str, &str)]| {
+            let mut c = cluster(annotations, false);
+            c.spec.backup = Some(BackupSpec {
+                pgbackrest: Some(PgBackRestSpec {
+                    repos: Some(vec![BackupRepo {
+                        name: "repo1".into(),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            });
+            c
+        };
+        let ask = |v: &str| {
+            errors(
+                &with_repos(&[(names::BACKUP_ANNOTATION, v)]),
+                Some(&with_repos(&[])),
+            )
+            .join("; ")
+        };
+        assert_eq!(ask("repo1:full"), "");
+        assert_eq!(ask("repo1:incr@before-upgrade"), "");
+        assert!(
+            ask("repo2:full").contains("repo2 is not a repository of this cluster (repo1)"),
+            "{}",
+            ask("repo2:full")
+        );
+        for bad in ["full", "repo1:differential", "repo1"] {
+            assert!(
+                ask(bad).contains("must be REPO:TYPE"),
+                "{bad}: {}",
+                ask(bad)
+            );
+        }
+        assert!(ask("repo1:full").is_empty() && ask("repo1:full:x").contains("must be REPO:TYPE"));
+        // Without repositories, or before the primary runs.
+        let none = cluster(&[(names::BACKUP_ANNOTATION, "repo1:full")], false);
+        assert!(
+            errors(&none, Some(&cluster(&[], false)))
+                .join("")
+                .contains("has no backup repository")
+        );
+        let new = with_repos(&[(names::BACKUP_ANNOTATION, "repo1:full")]);
+        assert!(
+            errors(&new, None)
+                .join("")
+                .contains("a backup needs a running cluster")
+        );
+        // Re-applying a stored value asks nothing, even once the status moved on.
+        assert!(errors(&new, Some(&new)).is_empty());
     }
 
     #[test]

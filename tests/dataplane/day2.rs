@@ -182,7 +182,7 @@ impl Harness {
             .collect()
     }
 
-    fn condition(&self, pgc: &Value, type_: &str) -> Option<(String, String, i64)> {
+    pub fn condition(&self, pgc: &Value, type_: &str) -> Option<(String, String, i64)> {
         let c = pgc["status"]["conditions"]
             .as_array()?
             .iter()

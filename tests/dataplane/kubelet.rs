@@ -608,10 +608,24 @@ impl Kubelet {
     /// The container's environment as the kubelet computes it.
     fn env(&self, pod: &Value, c: &Value) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = Vec::new();
+        // `$(VAR)` may name a variable defined earlier or a service's (the `kubernetes`
+        // Service's are given to every container, see `command`).
+        let service = [
+            (
+                "KUBERNETES_SERVICE_HOST".to_owned(),
+                self.api_server.0.clone(),
+            ),
+            (
+                "KUBERNETES_SERVICE_PORT".to_owned(),
+                self.api_server.1.clone(),
+            ),
+        ];
         for e in c["env"].as_array().into_iter().flatten() {
             let name = e["name"].as_str().unwrap_or_default().to_owned();
             let value = if let Some(v) = e["value"].as_str() {
-                expand_vars(v, &env)
+                let known: Vec<(String, String)> =
+                    service.iter().chain(env.iter()).cloned().collect();
+                expand_vars(v, &known)
             } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 let pointer = format!("/{}", path.replace('.', "/"));
                 pod.pointer(&pointer)
