@@ -97,6 +97,8 @@ pub struct BackupDefaults {
     pub retention_differential: i32,
     pub full_schedule: String,
     pub differential_schedule: String,
+    /// Backups per repository listed in a cluster's `status.backups` (the newest).
+    pub inventory_limit: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,6 +198,7 @@ impl Default for Config {
                 retention_differential: 6,
                 full_schedule: "0 1 * * 0".into(),
                 differential_schedule: "0 1 * * 1-6".into(),
+                inventory_limit: 10,
             },
             pooler: PoolerDefaults {
                 image: "ghcr.io/pgpilot/pgbouncer:1.25.0".into(),

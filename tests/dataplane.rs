@@ -100,6 +100,8 @@ fn data_plane() {
     show(&figures);
     h.backup_requests(&mut figures);
     show(&figures);
+    h.inventory_and_retention(&mut figures);
+    show(&figures);
     h.archiving_failure(&mut figures);
     show(&figures);
     h.pooling(&mut figures);

@@ -141,6 +141,25 @@ fn the_full_sample_materializes_every_kind() {
         !events.contains("violates PodSecurity"),
         "a pod was refused by PodSecurity (restricted): {events}"
     );
+    // The pass that created the children says so in one Event (naming them, or counting
+    // them by kind when the names would not fit).
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let created: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "orders" && e["reason"] == "Created")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(created.len(), 1, "{created:?}");
+    for kind in [
+        "StatefulSet",
+        "CronJob",
+        "Deployment",
+        "PodDisruptionBudget",
+    ] {
+        assert!(created[0].contains(kind), "{kind} in {}", created[0]);
+    }
 }
 
 #[test]

@@ -161,10 +161,16 @@ fn of_two_operators_only_the_leader_acts() {
     let took = released.elapsed();
     println!("the second operator led {took:?} after the first stopped");
     delete_and_wait_recreated(&ns, "the new leader", Duration::from_secs(20));
-    let log = std::fs::read_to_string(&second_log).unwrap_or_default();
-    assert!(
-        log.contains("leading") && log.contains("Created Service/minimal-replicas"),
-        "{log}"
+    // The operator logs a pass's changes once the pass has applied every child, which may
+    // be after the Service is back.
+    eventually(
+        "the new leader's log of the re-creation",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+            (log.contains("leading") && log.contains("Created Service/minimal-replicas"))
+                .then_some(())
+        },
     );
     assert_ne!(taken, first);
     ENV.operator

@@ -542,6 +542,98 @@ pub struct PostgresClusterStatus {
     /// The backup asked for last with the `pgpilot.io/backup` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
+    /// The backups pgBackRest keeps, as the primary last listed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupInventory>,
+}
+
+/// pgBackRest's inventory (`pgbackrest info`), listed by the primary after each backup
+/// and every half hour.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupInventory {
+    /// When the primary listed it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Why it could not be listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What a restore can reach: from the end of the oldest backup (`earliest`) to the end
+    /// of the newest (`latest`); archived WAL (`repos[].walMax`) reaches further.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window: Option<RecoveryWindow>,
+    /// Each repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<RepoInventory>,
+}
+
+/// The span of time a restore can reach.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryWindow {
+    /// RFC 3339.
+    pub earliest: String,
+    /// RFC 3339.
+    pub latest: String,
+}
+
+/// One repository's backups and WAL archive.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoInventory {
+    /// `repo1` to `repo4`.
+    pub name: String,
+    /// pgBackRest's status of the repository (`ok`, or what is wrong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Oldest WAL segment in the archive (current database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_min: Option<String>,
+    /// Newest WAL segment in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_max: Option<String>,
+    /// Backups the repository holds, oldest first (the newest N, N from the operator
+    /// configuration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupEntry>,
+    /// Backups left out of `backups` (older ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<i64>,
+}
+
+/// One backup, as pgBackRest lists it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupEntry {
+    /// pgBackRest's label (`--set` of a restore).
+    pub label: String,
+    /// `full`, `diff` or `incr`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+    /// Bytes of the database when backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// Bytes the backup set takes in the repository (with the backups it depends on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_size: Option<i64>,
+    /// Bytes this backup added to the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_delta: Option<i64>,
+    /// First WAL segment the backup needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_start: Option<String>,
+    /// Last WAL segment the backup needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_stop: Option<String>,
+    /// pgBackRest found a page checksum error while copying.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub error: bool,
 }
 
 /// A backup asked for with the `pgpilot.io/backup` annotation, and how it went.

@@ -14,13 +14,87 @@ use super::Error;
 
 pub const FIELD_MANAGER: &str = "pgpilot";
 
-/// What happened to one child, for events and metrics.
+/// What happened to one child, for the log and the reconcile's Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Created(String),
     Updated(String),
     Deleted(String),
 }
+
+impl Change {
+    fn verb(&self) -> &'static str {
+        match self {
+            Change::Created(_) => "Created",
+            Change::Updated(_) => "Updated",
+            Change::Deleted(_) => "Deleted",
+        }
+    }
+
+    fn what(&self) -> &str {
+        match self {
+            Change::Created(w) | Change::Updated(w) | Change::Deleted(w) => w,
+        }
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.verb(), self.what())
+    }
+}
+
+/// One Event for a pass that changed children: reason `Created`, `Updated` or `Deleted`
+/// when all changes are of one kind, else `Applied`; the note lists them by kind. `None`
+/// when nothing changed.
+pub fn summary(changes: &[Change]) -> Option<(&'static str, String)> {
+    let first = changes.first()?;
+    let reason = if changes.iter().all(|c| c.verb() == first.verb()) {
+        first.verb()
+    } else {
+        "Applied"
+    };
+    let by_verb = |verb: &str| -> Vec<&str> {
+        changes
+            .iter()
+            .filter(|c| c.verb() == verb)
+            .map(Change::what)
+            .collect()
+    };
+    let verbs = ["Created", "Updated", "Deleted"];
+    let named: Vec<String> = verbs
+        .iter()
+        .map(|v| (v, by_verb(v)))
+        .filter(|(_, of)| !of.is_empty())
+        .map(|(v, of)| format!("{v} {}: {}", of.len(), of.join(", ")))
+        .collect();
+    let note = named.join("; ");
+    if note.len() <= SUMMARY_MAX {
+        return Some((reason, note));
+    }
+    // Too many names for an Event (a new cluster has a few dozen children): kinds only.
+    let counted: Vec<String> = verbs
+        .iter()
+        .map(|v| (v, by_verb(v)))
+        .filter(|(_, of)| !of.is_empty())
+        .map(|(v, of)| {
+            let mut kinds: Vec<(&str, usize)> = Vec::new();
+            for what in &of {
+                let kind = what.split('/').next().unwrap_or_default();
+                match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => kinds.push((kind, 1)),
+                }
+            }
+            let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            format!("{v} {}: {}", of.len(), kinds.join(", "))
+        })
+        .collect();
+    Some((reason, counted.join("; ")))
+}
+
+/// The longest summary that names each child; beyond, it counts them by kind.
+const SUMMARY_MAX: usize = 900;
 
 /// True when every field of `desired` is present in `live` with the same value: objects by
 /// key, lists element by element. Fields the API server adds (defaults, status, managed
@@ -216,7 +290,43 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::contains;
+    use super::{Change, contains, summary};
+
+    #[test]
+    fn one_event_says_what_a_pass_changed() {
+        assert_eq!(summary(&[]), None);
+        let created = [
+            Change::Created("ServiceAccount/pg-patroni".into()),
+            Change::Created("StatefulSet/pg".into()),
+        ];
+        assert_eq!(
+            summary(&created),
+            Some((
+                "Created",
+                "Created 2: ServiceAccount/pg-patroni, StatefulSet/pg".into()
+            ))
+        );
+        let mixed = [
+            Change::Updated("ConfigMap/pg-patroni".into()),
+            Change::Deleted("CronJob/pg-backup-repo1-incr".into()),
+        ];
+        assert_eq!(
+            summary(&mixed),
+            Some((
+                "Applied",
+                "Updated 1: ConfigMap/pg-patroni; Deleted 1: CronJob/pg-backup-repo1-incr".into()
+            ))
+        );
+        assert_eq!(mixed[1].to_string(), "Deleted CronJob/pg-backup-repo1-incr");
+        let many: Vec<Change> = (0..40)
+            .map(|i| Change::Created(format!("ConfigMap/a-rather-long-child-name-{i}")))
+            .chain([Change::Created("StatefulSet/pg".into())])
+            .collect();
+        assert_eq!(
+            summary(&many),
+            Some(("Created", "Created 41: 40 ConfigMap, 1 StatefulSet".into()))
+        );
+    }
     use serde_json::json;
 
     #[test]

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 
 use super::status::{CONTINUOUS_ARCHIVING, Observation};
-use super::{Error, Scope, archiving, publish, publish_about};
+use super::{Error, Scope, archiving, inventory, publish, publish_about};
 use crate::api::{LastBackup, PostgresCluster};
 use crate::metrics::BackupMetrics;
 use crate::names;
@@ -70,15 +70,25 @@ pub async fn observe(
     if let Some((note, job)) = failure_to_announce(&outcome, stored, &jobs) {
         publish_about(ctx, obj, EventType::Warning, "BackupFailed", note, job).await;
     }
+    let newest = newest_successes(&jobs);
     let figures = BackupMetrics {
-        newest: newest_successes(&jobs),
+        newest: newest.clone(),
         archive_failures: archiving::failures(pods, primary),
     };
     ctx.metrics.set_backups(namespace, name, Some(figures));
     o.archiving = Some(archive);
     o.backups = Some(outcome);
+    o.inventory = inventory::inventory(pods, primary, ctx.config.backup.inventory_limit);
     if !acting {
         return Ok(());
+    }
+    let last_backup = newest
+        .values()
+        .max()
+        .and_then(|s| Timestamp::from_second(*s).ok());
+    let listed = inventory::listed_at(pods, primary);
+    if inventory::stale(listed, last_backup, Timestamp::now()) {
+        ask_for_listing(scope, pods, primary, last_backup).await;
     }
     if let Some((value, last)) = requested(cluster) {
         o.backup = Some(step(scope, cluster, &jobs, &value, last.as_ref()).await?);
@@ -86,6 +96,44 @@ pub async fn observe(
     let current = cluster.annotations().get(names::BACKUP_ANNOTATION);
     prune(scope, &jobs, current.map(String::as_str)).await
 }
+
+/// Asks the primary's Patroni for a reload, whose callback lists the inventory: at once
+/// after a new backup, else at most once a minute per cluster (a listing that does not
+/// arrive is asked for again). A failure is logged: the next pass asks again.
+async fn ask_for_listing(
+    scope: &Scope<'_>,
+    pods: &[Pod],
+    primary: Option<&str>,
+    last_backup: Option<Timestamp>,
+) {
+    let Scope {
+        ctx,
+        namespace,
+        name,
+        ..
+    } = *scope;
+    let ip = primary
+        .and_then(|p| pods.iter().find(|pod| pod.name_any() == p))
+        .and_then(|pod| pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok());
+    let Some(ip) = ip else { return };
+    let newest = last_backup.map(|t| t.as_second());
+    if !ctx.may_ask_listing(&format!("{namespace}/{name}"), newest, LISTING_EVERY) {
+        return;
+    }
+    let asked = match super::converge::writer(ctx, namespace, name).await {
+        Ok(client) => client
+            .reload(&super::converge::endpoint(ip))
+            .await
+            .map_err(|e| e.to_string()),
+        Err((_, why)) => Err(why),
+    };
+    if let Err(e) = asked {
+        tracing::warn!(cluster = %format!("{namespace}/{name}"), "asking the primary to list the backups: {e}");
+    }
+}
+
+/// The shortest time between two requests for a listing of one cluster's backups.
+const LISTING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The request in `pgpilot.io/backup` when it is not done yet: the value, and the record
 /// of it if one was written.

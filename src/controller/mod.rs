@@ -8,6 +8,8 @@ mod archiving;
 mod backup;
 mod certificates;
 mod converge;
+mod events;
+mod inventory;
 pub mod leader;
 mod members;
 mod restarts;
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use events::{EventType, Events};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -32,7 +35,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -44,7 +46,6 @@ use crate::config::Config;
 use crate::names;
 use crate::render::{self, Rendered};
 use crate::resolve;
-use apply::Change;
 use status::Observation;
 
 pub use apply::contains;
@@ -109,7 +110,7 @@ pub struct Context {
     pub client: Client,
     pub config: Config,
     pub resync: Duration,
-    pub recorder: Recorder,
+    pub events: Events,
     /// Consecutive failures per cluster, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Patroni's REST API (one connection pool for every cluster).
@@ -123,6 +124,9 @@ pub struct Context {
     certificates: Mutex<HashMap<String, String>>,
     /// Per member, when it was last asked to reload for a certificate.
     reloads: Mutex<HashMap<String, Instant>>,
+    /// Per cluster, the newest backup (Unix seconds) a listing of the inventory was last
+    /// asked for after, and when.
+    listings: Mutex<HashMap<String, (Option<i64>, Instant)>>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when this replica stops leading: every reconcile still running is dropped
     /// at its next await, so nothing is sent after the lease may have passed to another.
@@ -137,12 +141,8 @@ impl Context {
         instance: String,
         leading: CancellationToken,
     ) -> Arc<Context> {
-        let reporter = Reporter {
-            controller: "pgpilot".into(),
-            instance: Some(instance),
-        };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), "pgpilot", instance),
             client,
             config,
             resync: settings.resync,
@@ -152,6 +152,7 @@ impl Context {
             replacing: Mutex::default(),
             certificates: Mutex::default(),
             reloads: Mutex::default(),
+            listings: Mutex::default(),
             metrics: settings.metrics.clone(),
             leading,
         })
@@ -184,6 +185,19 @@ impl Context {
     }
 
     /// True (and remembered) when `member` was not asked to reload within `every`.
+    /// Whether to ask for a listing of `cluster`'s backups now: at once for a backup newer
+    /// than the one last asked about, else at most once per `every`.
+    fn may_ask_listing(&self, cluster: &str, newest: Option<i64>, every: Duration) -> bool {
+        let mut l = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        if l.get(cluster)
+            .is_some_and(|(asked, t)| *asked == newest && t.elapsed() < every)
+        {
+            return false;
+        }
+        l.insert(cluster.to_owned(), (newest, Instant::now()));
+        true
+    }
+
     fn may_reload(&self, member: &str, every: Duration) -> bool {
         let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
         if r.get(member).is_some_and(|t| t.elapsed() < every) {
@@ -330,9 +344,7 @@ pub(crate) async fn publish(
     publish_about(ctx, obj, type_, reason, note, None).await;
 }
 
-/// [`publish`] with a related object. The recorder folds Events of one reason about one
-/// object into a series that keeps the *first* note; a related object keeps them apart,
-/// so each backup Job's outcome is its own Event with its own note.
+/// [`publish`] with a related object (the backup Job a backup Event is about).
 pub(crate) async fn publish_about(
     ctx: &Context,
     obj: &DynamicObject,
@@ -342,14 +354,11 @@ pub(crate) async fn publish_about(
     related: Option<k8s_openapi::api::core::v1::ObjectReference>,
 ) {
     let reference = obj.object_ref(&cluster_resource());
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: related,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+    if let Err(e) = ctx
+        .events
+        .publish(&reference, type_, reason, note, related)
+        .await
+    {
         warn!("publishing event: {e}");
     }
 }
@@ -734,21 +743,11 @@ async fn materialize(
         }
     }
 
-    for change in changes {
-        let (reason, what) = match &change {
-            Change::Created(w) => ("Created", w),
-            Change::Updated(w) => ("Updated", w),
-            Change::Deleted(w) => ("Deleted", w),
-        };
-        info!(cluster = %format!("{ns}/{name}"), "{reason} {what}");
-        publish(
-            ctx,
-            obj,
-            EventType::Normal,
-            reason,
-            format!("{reason} {what}"),
-        )
-        .await;
+    for change in &changes {
+        info!(cluster = %format!("{ns}/{name}"), "{change}");
+    }
+    if let Some((reason, note)) = apply::summary(&changes) {
+        publish(ctx, obj, EventType::Normal, reason, note).await;
     }
     deferred.map_or(Ok(()), Err)
 }

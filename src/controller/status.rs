@@ -6,7 +6,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    ClusterMember, InstancesStatus, LastBackup, LastSwitchover, Phase, PostgresClusterStatus,
+    BackupInventory, ClusterMember, InstancesStatus, LastBackup, LastSwitchover, Phase,
+    PostgresClusterStatus,
 };
 
 pub const RESOLVED: &str = "Resolved";
@@ -47,6 +48,8 @@ pub struct Observation {
     pub archiving: Option<(&'static str, String, String)>,
     /// The record of a backup asked for by annotation, as this pass left it.
     pub backup: Option<LastBackup>,
+    /// pgBackRest's inventory as the primary listed it; `None` keeps the stored one.
+    pub inventory: Option<BackupInventory>,
 }
 
 impl Default for Observation {
@@ -67,6 +70,7 @@ impl Default for Observation {
             backups: None,
             archiving: None,
             backup: None,
+            inventory: None,
         }
     }
 }
@@ -273,6 +277,13 @@ pub fn status(
             .backup
             .clone()
             .or_else(|| old.and_then(|s| s.last_backup.clone())),
+        // Kept from the last listing until the primary lists again (a new primary lists
+        // once promoted); gone with the repositories.
+        backups: o.archiving.as_ref().and_then(|_| {
+            o.inventory
+                .clone()
+                .or_else(|| old.and_then(|s| s.backups.clone()))
+        }),
     }
 }
 

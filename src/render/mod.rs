@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{PostgresCluster, PostgresClusterSpec};
 use crate::names;
 
-pub use pgbackrest::ARCHIVE_ANNOTATION;
+pub use pgbackrest::{ARCHIVE_ANNOTATION, INVENTORY_ANNOTATION};
 pub use secrets::{SecretKind, SecretTemplate, secret_data};
 pub use tls::api_resource as certificate_resource;
 

@@ -122,6 +122,10 @@ pub fn config(c: &Cluster) -> Result<Value, RenderError> {
             "keep_data": true,
             "no_params": true
         });
+        // The primary reports pgBackRest's inventory on its pod when asked (a reload) and
+        // when it becomes primary.
+        let report = super::pgbackrest::inventory_callback();
+        postgresql["callbacks"] = json!({ "on_reload": report, "on_role_change": report });
     }
 
     let labels = c.selector(component::DATABASE);

@@ -27,10 +27,24 @@ pub const INSTANCE_CONF: &str = "instance.conf";
 /// failures (and the recovery after them) are reported on the pod for the operator's
 /// `ContinuousArchiving` condition.
 pub const ARCHIVE_PUSH: &str = "archive-push.sh";
-pub const ARCHIVE_REPORT: &str = "archive-report.py";
+/// Reports from inside the instances, written on their own pod (`scripts/report.py`): the
+/// archive's outcome (from `archive-push.sh`) and the backup inventory (a Patroni callback).
+pub const REPORT: &str = "report.py";
 /// The pod annotation the archive report writes (JSON: `ok`, `wal`, `time`, and on failure
 /// `exitCode`, `failures`, `since`).
 pub const ARCHIVE_ANNOTATION: &str = "pgpilot.io/archive";
+/// The pod annotation the primary's inventory report writes (JSON: `time`, and `repos`
+/// as pgBackRest lists them, or `error`).
+pub const INVENTORY_ANNOTATION: &str = "pgpilot.io/backups";
+
+/// The Patroni callback (`on_reload`, `on_role_change`) that reports the inventory; Patroni
+/// appends the action, the member's role and the scope.
+pub fn inventory_callback() -> String {
+    format!(
+        "python3 {}/{REPORT} inventory",
+        super::PGBACKREST_CONFIG_DIR
+    )
+}
 
 /// `archive_command`, with the scripts mounted at `/etc/pgbackrest`.
 pub fn archive_command() -> String {
@@ -227,8 +241,8 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
             "data": {
                 INSTANCE_CONF: instance_conf(c)?,
                 REPO_HOST_CONF: repo_host_conf(c)?,
-                ARCHIVE_PUSH: include_str!("archive/archive-push.sh"),
-                ARCHIVE_REPORT: include_str!("archive/archive-report.py")
+                ARCHIVE_PUSH: include_str!("scripts/archive-push.sh"),
+                REPORT: include_str!("scripts/report.py")
             }
         }),
     )?);

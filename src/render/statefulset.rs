@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::patroni::CONFIG_KEY;
-use super::pgbackrest::{ARCHIVE_PUSH, ARCHIVE_REPORT, INSTANCE_CONF};
+use super::pgbackrest::{ARCHIVE_PUSH, INSTANCE_CONF, REPORT};
 use super::pod::{container_security, field_env, pod_security, scheduling, secret_env, tmp_volume};
 use super::secrets::exporter_enabled;
 use super::{Cluster, RenderError, Rendered, build, component, need};
@@ -99,9 +99,9 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         volumes.push(json!({ "name": "pgbackrest-config", "configMap": { "name": names::pgbackrest(c.name), "items": [
             { "key": INSTANCE_CONF, "path": "pgbackrest.conf" },
             { "key": ARCHIVE_PUSH, "path": ARCHIVE_PUSH },
-            { "key": ARCHIVE_REPORT, "path": ARCHIVE_REPORT }
+            { "key": REPORT, "path": REPORT }
         ] } }));
-        // For the archive report (archive-report.py): Patroni passes PostgreSQL, and so
+        // For the archive report (report.py): Patroni passes PostgreSQL, and so
         // archive_command, no `PATRONI_*` or `KUBERNETES_*` variable.
         env.extend([
             field_env("PGPILOT_POD_NAME", "metadata.name"),

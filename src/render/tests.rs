@@ -596,11 +596,17 @@ fn archiving_goes_through_pgbackrest_and_reports_on_the_pod() {
         super::patroni::STANZA
     )));
     assert!(push.contains("|| true") && push.trim_end().ends_with("exit \"$rc\""));
-    let report = &data[super::pgbackrest::ARCHIVE_REPORT];
-    assert!(report.contains(&format!(
-        "ANNOTATION = \"{}\"",
-        super::pgbackrest::ARCHIVE_ANNOTATION
-    )));
+    let report = &data[super::pgbackrest::REPORT];
+    for (constant, value) in [
+        ("ARCHIVE", super::pgbackrest::ARCHIVE_ANNOTATION),
+        ("INVENTORY", super::pgbackrest::INVENTORY_ANNOTATION),
+        ("STANZA", super::patroni::STANZA),
+    ] {
+        assert!(
+            report.contains(&format!("\n{constant} = \"{value}\"\n")),
+            "{constant}"
+        );
+    }
     // The instances mount both scripts next to pgbackrest.conf, and the postgres container
     // has what the report needs under names Patroni passes on to PostgreSQL.
     let sts = serde_json::to_value(&r.stateful_sets[0]).unwrap();
@@ -617,10 +623,25 @@ fn archiving_goes_through_pgbackrest_and_reports_on_the_pod() {
         .iter()
         .map(|i| i["path"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        paths,
-        ["pgbackrest.conf", "archive-push.sh", "archive-report.py"]
-    );
+    assert_eq!(paths, ["pgbackrest.conf", "archive-push.sh", "report.py"]);
+    // Patroni reports the inventory on reload and when the role changes.
+    let patroni: serde_json::Value = serde_yaml::from_str(
+        &r.config_maps
+            .iter()
+            .find(|m| m.metadata.name.as_deref() == Some("orders-patroni"))
+            .unwrap()
+            .data
+            .as_ref()
+            .unwrap()["patroni.yaml"],
+    )
+    .unwrap();
+    let callbacks = &patroni["postgresql"]["callbacks"];
+    for action in ["on_reload", "on_role_change"] {
+        assert_eq!(
+            callbacks[action],
+            "python3 /etc/pgbackrest/report.py inventory"
+        );
+    }
     let env = &pod["containers"][0]["env"];
     let names: Vec<&str> = env
         .as_array()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::kube::wait_for;
-use super::{CLUSTER, Harness, set_mode};
+use super::{CLUSTER, Harness, NAMESPACE, set_mode};
 
 /// A job's pods that no kubelet runs yet (the Job controller made them, Pending).
 fn waiting_pod(h: &Harness, job: &str) -> Option<String> {
@@ -352,6 +352,12 @@ impl Harness {
             let ready = self.archiving().2;
             ready.starts_with("False/ArchivingFailed").then_some(())
         });
+        // The failure count is a metric too, for alerts.
+        let failures =
+            format!(r#"pgpilot_archive_failures{{namespace="{NAMESPACE}",cluster="{CLUSTER}"}}"#);
+        wait_for("pgpilot_archive_failures above 0", 30, || {
+            (self.operator.metric(&failures).ok()? > 0).then_some(())
+        });
         let failed_now: i64 = primary
             .query("SELECT failed_count FROM pg_stat_archiver")
             .parse()
@@ -377,6 +383,9 @@ impl Harness {
             (a.0 == "True" && a.2.starts_with("True")).then_some(())
         });
         let recovered = t.elapsed();
+        wait_for("pgpilot_archive_failures back to 0", 30, || {
+            (self.operator.metric(&failures).ok()? == 0).then_some(())
+        });
         let last = primary.query("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
         assert!(
             last.as_str() >= stuck.as_str(),
@@ -386,6 +395,110 @@ impl Harness {
             "WAL archiving broken (repository read-only): ContinuousArchiving=False {:.1} s after the segment switch, then Ready=False; fixed: True again {:.1} s later with a client writing, the waiting segments archived",
             noticed.as_secs_f64(),
             recovered.as_secs_f64()
+        ));
+    }
+}
+
+/// `status.backups.repos[repo1].backups`, as stored.
+fn listed(h: &Harness) -> (Value, Vec<Value>) {
+    let inventory = h
+        .kube
+        .get("postgrescluster", CLUSTER)
+        .map(|c| c["status"]["backups"].clone())
+        .unwrap_or_default();
+    let backups = inventory["repos"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "repo1"))
+        .and_then(|r| r["backups"].as_array().cloned())
+        .unwrap_or_default();
+    (inventory, backups)
+}
+
+fn fulls(backups: &[Value]) -> Vec<String> {
+    backups
+        .iter()
+        .filter(|b| b["type"] == "full")
+        .filter_map(|b| b["label"].as_str().map(str::to_owned))
+        .collect()
+}
+
+impl Harness {
+    /// The inventory in status follows the backups taken, and pgBackRest's retention
+    /// (`full: 2`, the resolved default) expires the oldest full backup when a third one is
+    /// taken: the status stops listing it.
+    pub fn inventory_and_retention(&mut self, figures: &mut Vec<String>) {
+        // Two full and two incremental backups were taken on demand so far (and one that
+        // failed).
+        let (inventory, backups) = wait_for("status.backups lists two full backups", 120, || {
+            let (i, b) = listed(self);
+            (fulls(&b).len() == 2).then_some((i, b))
+        });
+        for b in &backups {
+            for field in ["start", "stop", "walStart", "walStop"] {
+                assert!(b[field].is_string(), "{field} of {b}");
+            }
+            for field in ["size", "repoSize", "repoDelta"] {
+                assert!(b[field].as_i64().is_some_and(|n| n > 0), "{field} of {b}");
+            }
+        }
+        let repo = &inventory["repos"][0];
+        assert!(
+            repo["walMin"].is_string() && repo["walMax"].is_string(),
+            "{repo}"
+        );
+        let window = &inventory["recoveryWindow"];
+        assert!(
+            window["earliest"].as_str() <= window["latest"].as_str(),
+            "{inventory}"
+        );
+        let before = fulls(&backups);
+        // The newest full backup's completion, for alerts on its age.
+        let newest_full = format!(
+            r#"pgpilot_backup_last_success_timestamp_seconds{{namespace="{NAMESPACE}",cluster="{CLUSTER}",repo="repo1",type="full"}}"#
+        );
+        let at = self.operator.metric(&newest_full).expect(&newest_full);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            at > now - 3600 && at <= now,
+            "{newest_full} = {at}, now {now}"
+        );
+
+        let (took, _) = self.request_backup("repo1:full@third");
+        let t = Instant::now();
+        let (after_inventory, after) = wait_for("the third full backup listed", 120, || {
+            let (i, b) = listed(self);
+            let f = fulls(&b);
+            (f.len() == 2 && !f.contains(&before[0])).then_some((i, b))
+        });
+        let listed_in = t.elapsed();
+        // The restore window follows: it starts at the end of the oldest backup kept.
+        let earliest = |i: &Value| i["recoveryWindow"]["earliest"].as_str().map(str::to_owned);
+        assert!(
+            earliest(&after_inventory) > earliest(&inventory),
+            "the window's start moved: {:?} then {:?}",
+            earliest(&inventory),
+            earliest(&after_inventory)
+        );
+        let now = fulls(&after);
+        assert_eq!(
+            now[0], before[1],
+            "the newer of the two earlier fulls is kept"
+        );
+        // An incremental backup's label starts with its full backup's.
+        assert!(
+            after.iter().all(|b| !b["label"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&before[0])),
+            "the expired full's incremental backups went with it: {after:?}"
+        );
+        figures.push(format!(
+            "inventory: status.backups listed the third full backup {:.1} s after its request was recorded ({:.1} s from the request), and no longer the oldest full (retention full: 2, expired by pgBackRest)",
+            listed_in.as_secs_f64(),
+            took.as_secs_f64()
         ));
     }
 }

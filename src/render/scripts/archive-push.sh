@@ -8,6 +8,6 @@
 pgbackrest --stanza=db archive-push "$1"
 rc=$?
 if [ "$rc" -ne 0 ] || [ ! -e /tmp/pgpilot-archive-reported ]; then
-    python3 /etc/pgbackrest/archive-report.py "$2" "$rc" || true
+    python3 /etc/pgbackrest/report.py archive "$2" "$rc" || true
 fi
 exit "$rc"
