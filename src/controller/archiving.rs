@@ -6,7 +6,6 @@
 //! outside the pods that already hold one.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::render::ARCHIVE_ANNOTATION;
@@ -42,14 +41,14 @@ fn bounded(s: &str) -> String {
 /// Failed pushes since the primary's last successful one (0 while it archives), for the
 /// metrics; `None` without a readable report.
 pub fn failures(pods: &[Pod], primary: Option<&str>) -> Option<u64> {
-    let primary = primary?;
-    let text = pods
-        .iter()
-        .find(|p| p.name_any() == primary)?
-        .annotations()
-        .get(ARCHIVE_ANNOTATION)?;
-    let r: Report = serde_json::from_str(text).ok()?;
+    let r = read(pods, primary?)?.ok()?;
     Some(if r.ok { 0 } else { r.failures.unwrap_or(1) })
+}
+
+/// The primary's report, if it wrote one.
+fn read(pods: &[Pod], primary: &str) -> Option<Result<Report, serde_json::Error>> {
+    let text = super::members::annotation(pods, primary, ARCHIVE_ANNOTATION)?;
+    Some(serde_json::from_str(text))
 }
 
 /// `ContinuousArchiving` (status, reason, message) for a cluster whose primary is
@@ -63,11 +62,7 @@ pub fn condition(pods: &[Pod], primary: Option<&str>) -> (&'static str, String, 
             "no primary runs, so nothing archives".into(),
         );
     };
-    let report = pods
-        .iter()
-        .find(|p| p.name_any() == primary)
-        .and_then(|p| p.annotations().get(ARCHIVE_ANNOTATION));
-    let Some(report) = report else {
+    let Some(report) = read(pods, primary) else {
         return (
             "Unknown",
             "NoReport".into(),
@@ -76,7 +71,7 @@ pub fn condition(pods: &[Pod], primary: Option<&str>) -> (&'static str, String, 
             ),
         );
     };
-    match serde_json::from_str::<Report>(report) {
+    match report {
         Err(e) => (
             "Unknown",
             "UnreadableReport".into(),

@@ -23,6 +23,7 @@ use super::{Error, Scope, archiving, inventory, publish, publish_about};
 use crate::api::{LastBackup, PostgresCluster};
 use crate::metrics::BackupMetrics;
 use crate::names;
+use crate::patroni::member::Member;
 use crate::render;
 
 pub const PENDING: &str = "Pending";
@@ -38,6 +39,7 @@ pub async fn observe(
     scope: &Scope<'_>,
     cluster: &PostgresCluster,
     pods: &[Pod],
+    members: &[Member],
     acting: bool,
     o: &mut Observation,
 ) -> Result<(), Error> {
@@ -71,8 +73,12 @@ pub async fn observe(
         publish_about(ctx, obj, EventType::Warning, "BackupFailed", note, job).await;
     }
     let newest = newest_successes(&jobs);
+    let last_backup = newest
+        .values()
+        .max()
+        .and_then(|s| Timestamp::from_second(*s).ok());
     let figures = BackupMetrics {
-        newest: newest.clone(),
+        newest,
         archive_failures: archiving::failures(pods, primary),
     };
     ctx.metrics.set_backups(namespace, name, Some(figures));
@@ -82,13 +88,9 @@ pub async fn observe(
     if !acting {
         return Ok(());
     }
-    let last_backup = newest
-        .values()
-        .max()
-        .and_then(|s| Timestamp::from_second(*s).ok());
-    let listed = inventory::listed_at(pods, primary);
+    let listed = inventory::listed_at(o.inventory.as_ref());
     if inventory::stale(listed, last_backup, Timestamp::now()) {
-        ask_for_listing(scope, pods, primary, last_backup).await;
+        ask_for_listing(scope, members, primary, last_backup).await;
     }
     if let Some((value, last)) = requested(cluster) {
         o.backup = Some(step(scope, cluster, &jobs, &value, last.as_ref()).await?);
@@ -102,7 +104,7 @@ pub async fn observe(
 /// arrive is asked for again). A failure is logged: the next pass asks again.
 async fn ask_for_listing(
     scope: &Scope<'_>,
-    pods: &[Pod],
+    members: &[Member],
     primary: Option<&str>,
     last_backup: Option<Timestamp>,
 ) {
@@ -112,9 +114,7 @@ async fn ask_for_listing(
         name,
         ..
     } = *scope;
-    let ip = primary
-        .and_then(|p| pods.iter().find(|pod| pod.name_any() == p))
-        .and_then(|pod| pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok());
+    let ip = primary.and_then(|p| members.iter().find(|m| m.name == p)?.ip);
     let Some(ip) = ip else { return };
     let newest = last_backup.map(|t| t.as_second());
     if !ctx.may_ask_listing(&format!("{namespace}/{name}"), newest, LISTING_EVERY) {

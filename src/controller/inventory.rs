@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::api::{BackupEntry, BackupInventory, RecoveryWindow, RepoInventory};
@@ -67,18 +66,9 @@ fn time(seconds: Option<i64>) -> Option<String> {
     Timestamp::from_second(seconds?).ok().map(|t| t.to_string())
 }
 
-fn report(pods: &[Pod], primary: &str) -> Option<String> {
-    pods.iter()
-        .find(|p| p.name_any() == primary)?
-        .annotations()
-        .get(INVENTORY_ANNOTATION)
-        .cloned()
-}
-
-/// When the primary last listed the inventory, if it did.
-pub fn listed_at(pods: &[Pod], primary: Option<&str>) -> Option<Timestamp> {
-    let listing: Listing = serde_json::from_str(&report(pods, primary?)?).ok()?;
-    listing.time?.parse().ok()
+/// When the inventory in hand was listed, if it says.
+pub fn listed_at(inventory: Option<&BackupInventory>) -> Option<Timestamp> {
+    inventory?.time.as_deref()?.parse().ok()
 }
 
 /// Whether to ask the primary for a new listing: none yet, one older than a backup that
@@ -92,8 +82,8 @@ pub fn stale(listed: Option<Timestamp>, newest_backup: Option<Timestamp>, now: T
 /// The inventory for the status from the primary's listing, each repository's newest
 /// `limit` backups; `None` without a listing.
 pub fn inventory(pods: &[Pod], primary: Option<&str>, limit: usize) -> Option<BackupInventory> {
-    let raw = report(pods, primary?)?;
-    let listing: Listing = match serde_json::from_str(&raw) {
+    let raw = super::members::annotation(pods, primary?, INVENTORY_ANNOTATION)?;
+    let listing: Listing = match serde_json::from_str(raw) {
         Ok(l) => l,
         Err(e) => {
             return Some(BackupInventory {
@@ -206,7 +196,7 @@ mod tests {
         assert!(inventory(&pods, Some("pg-1"), 2).unwrap().repos.is_empty());
         assert_eq!(inventory(&pods, None, 2), None);
         assert_eq!(
-            listed_at(&pods, Some("pg-0")),
+            listed_at(inventory(&pods, Some("pg-0"), 2).as_ref()),
             Some("2026-12-01T01:00:00Z".parse().unwrap())
         );
     }

@@ -39,6 +39,15 @@ pub fn labelled_primary(pods: &[Pod]) -> Option<String> {
         .map(|p| p.name_any())
 }
 
+/// Annotation `key` of pod `name` among `pods`: what a member reports on its own pod.
+pub fn annotation<'a>(pods: &'a [Pod], name: &str, key: &str) -> Option<&'a str> {
+    pods.iter()
+        .find(|p| p.name_any() == name)?
+        .annotations()
+        .get(key)
+        .map(String::as_str)
+}
+
 pub fn from_pods(pods: &[Pod]) -> Vec<Member> {
     pods.iter()
         .map(|p| Member {

@@ -580,7 +580,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     }
     // Backups: WAL archiving as the primary reports it, the outcome of the newest backup
     // Job, and a backup asked for by annotation.
-    backup::observe(&scope, &cluster, &pods, acting, &mut observation).await?;
+    backup::observe(&scope, &cluster, &pods, &members, acting, &mut observation).await?;
     observation.config = match (&result, &rendered) {
         _ if paused => Err((
             status::PAUSED.into(),

@@ -122,13 +122,13 @@ impl Harness {
         (t.elapsed(), run)
     }
 
-    /// The repository volume's `backup/db` directory, where pgBackRest writes backups
-    /// (WAL goes to `archive/db`).
-    fn backup_dir(&self) -> PathBuf {
+    /// A directory of stanza `db` in repository volume `repo1` (the repository host's
+    /// claim): `backup`, where pgBackRest writes backups, or `archive`, where WAL goes.
+    fn repo_dir(&self, part: &str) -> PathBuf {
         self.root
             .join("volumes")
             .join(format!("repo1-{CLUSTER}-repo-host-0"))
-            .join("backup")
+            .join(part)
             .join("db")
     }
 
@@ -168,10 +168,8 @@ impl Harness {
         assert_eq!(last_backup(self), done, "the record of {value} changed");
 
         // A backup that cannot write its repository fails, and says so.
-        let dir = self.backup_dir();
-        let mode = std::fs::metadata(&dir)
-            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let dir = self.repo_dir("backup");
+        let mode = mode_of(&dir);
         set_mode(&dir, 0o555);
         let failing = "repo1:full@read-only";
         let t = Instant::now();
@@ -274,6 +272,13 @@ impl Harness {
     }
 }
 
+/// The permission bits of `path`, to put back after a test changed them.
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Every directory under `root` (itself included) with its mode, deepest first.
 fn directories(root: &Path) -> Vec<(PathBuf, u32)> {
     let mut out = Vec::new();
@@ -284,9 +289,7 @@ fn directories(root: &Path) -> Vec<(PathBuf, u32)> {
                 pending.push(entry.path());
             }
         }
-        let mode = std::fs::metadata(&dir)
-            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mode = mode_of(&dir);
         out.push((dir, mode));
     }
     out.reverse();
@@ -324,13 +327,7 @@ impl Harness {
             primary.query("SELECT pg_switch_wal()");
             (self.archiving().0 == "True").then_some(())
         });
-        let archive = self
-            .root
-            .join("volumes")
-            .join(format!("repo1-{CLUSTER}-repo-host-0"))
-            .join("archive")
-            .join("db");
-        let modes = directories(&archive);
+        let modes = directories(&self.repo_dir("archive"));
         for (dir, _) in &modes {
             set_mode(dir, 0o555);
         }
