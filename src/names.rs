@@ -141,6 +141,18 @@ pub fn pooler(cluster: &str) -> String {
 pub fn tls_certificate(cluster: &str) -> String {
     format!("{cluster}-tls")
 }
+/// The Job that restores the first instance of a cluster bootstrapped from a backup, and
+/// the ConfigMap with its pgBackRest configuration and script.
+pub fn restore_job(cluster: &str) -> String {
+    format!("{cluster}-restore")
+}
+/// The first instance's data volume claim, as the StatefulSet names it (template `pgdata`).
+pub fn first_data_claim(cluster: &str) -> String {
+    format!("pgdata-{}-0", statefulset(cluster))
+}
+/// Label on the restore Job: the cluster it restores into. Kept apart from the rendered
+/// Jobs (never re-applied or pruned once the cluster runs).
+pub const RESTORE_LABEL: &str = "pgpilot.io/restore";
 pub fn roles_job(cluster: &str, hash: &str) -> String {
     format!("{cluster}-roles-{hash}")
 }

@@ -28,6 +28,8 @@ mod kubelet;
 mod node;
 #[path = "dataplane/outage.rs"]
 mod outage;
+#[path = "dataplane/restores.rs"]
+mod restores;
 #[path = "dataplane/rollout.rs"]
 mod rollout;
 #[path = "dataplane/sql.rs"]
@@ -53,7 +55,7 @@ use sql::{Conn, Session};
 const CLUSTER: &str = "dp";
 const NAMESPACE: &str = "dataplane";
 /// Pod addresses handed out, in order (see `node.rs`).
-const ADDRESSES: u8 = 48;
+const ADDRESSES: u8 = 56;
 
 #[test]
 fn data_plane() {
@@ -103,6 +105,8 @@ fn data_plane() {
     h.inventory_and_retention(&mut figures);
     show(&figures);
     h.archiving_failure(&mut figures);
+    show(&figures);
+    h.clone_from_backup(&mut figures);
     show(&figures);
     h.pooling(&mut figures);
     show(&figures);

@@ -404,3 +404,95 @@ fn backup_requests_are_checked_before_they_are_stored() {
     assert_eq!(now.metadata.annotations, stored.metadata.annotations);
     assert_eq!(now.spec, stored.spec);
 }
+
+/// `spec.bootstrap.restore` of a cluster named `db`, with `restore` as its YAML body.
+fn restoring(restore: &str) -> String {
+    db(&format!(
+        "  storage:\n    size: 10Gi\n  bootstrap:\n    restore:\n{restore}"
+    ))
+}
+
+#[test]
+fn restores_are_checked_before_anything_is_stored() {
+    let ns = E2E.namespace("restore-rules");
+    for (restore, messages) in [
+        (
+            "      cluster: src\n      repo: repo1\n      target:\n        type: time\n        value: \"2026-12-01 10:00:00\"\n",
+            vec![
+                "spec.bootstrap.restore.target.value: Invalid value: \"2026-12-01 10:00:00\"",
+                "with an offset",
+            ],
+        ),
+        (
+            "      cluster: src\n      repo: repo1\n      target:\n        type: xid\n",
+            vec!["spec.bootstrap.restore.target.value: Required value"],
+        ),
+        (
+            "      cluster: src\n      repo: repo1\n      target:\n        value: 0/3000060\n",
+            vec![
+                "spec.bootstrap.restore.target.value: Invalid value",
+                "takes no value",
+            ],
+        ),
+        (
+            "      cluster: src\n      repo: repo1\n      target:\n        type: time\n        value: \"2026-12-01T10:00:00Z\"\n        set: 20261201-090000F\n",
+            vec![
+                "spec.bootstrap.restore.target.set: Forbidden",
+                "type immediate only",
+            ],
+        ),
+        (
+            "      cluster: src\n      repo: repo7\n",
+            vec!["spec.bootstrap.restore.repo: Unsupported value: \"repo7\""],
+        ),
+        (
+            "      cluster: src\n      repo: repo1\n      repository:\n        volume:\n          size: 1Gi\n",
+            vec!["spec.bootstrap.restore.repository.volume"],
+        ),
+        (
+            "      cluster: src\n      repo: repo1\n      options:\n        stanza: other\n        repo1-path: /elsewhere\n",
+            vec![
+                "spec.bootstrap.restore.options[stanza]: Forbidden",
+                "spec.bootstrap.restore.options[repo1-path]: Forbidden",
+            ],
+        ),
+    ] {
+        let run = E2E
+            .kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &restoring(restore))
+            .failure();
+        for message in messages {
+            assert!(run.stderr.contains(message), "no {message:?} in\n{run}");
+        }
+        assert!(
+            E2E.stored(&ns, "db").is_none(),
+            "nothing stored for\n{restore}"
+        );
+    }
+
+    // Accepted: the stored spec shows the restore pgBackRest will run, and kubectl says
+    // what will happen.
+    let run = E2E
+        .kubectl_stdin(
+            &["apply", "-n", &ns, "-f", "-"],
+            &restoring("      cluster: src\n      repo: repo1\n      target:\n        type: time\n        value: \"2026-12-01T11:30:00+01:00\"\n"),
+        )
+        .success();
+    assert!(run.stderr.contains("Job db-restore restores it"), "{run}");
+    let stored = E2E.stored(&ns, "db").expect("stored");
+    let r = stored.spec.bootstrap.unwrap().restore.unwrap();
+    let options = r.options.unwrap();
+    assert_eq!(options["type"], "time");
+    assert_eq!(options["target"], "2026-12-01 10:30:00+00");
+    assert_eq!(options["target-action"], "promote");
+    assert_eq!(options["target-exclusive"], "n");
+
+    // Acting once, it cannot change afterwards.
+    update_is_rejected(
+        "restore-immutable",
+        &restoring(
+            "      cluster: src\n      repo: repo1\n      target:\n        type: time\n        value: \"2026-12-01T11:30:00+01:00\"\n",
+        ),
+        &restoring("      cluster: src\n      repo: repo1\n      target:\n        type: latest\n"),
+        &["spec.bootstrap: Forbidden: field is immutable"],
+    );
+}

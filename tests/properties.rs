@@ -112,6 +112,35 @@ fn any_spec() -> impl Strategy<Value = PostgresClusterSpec> {
         option::of(wild_string()),
         option::of(any::<i32>()),
     );
+    let target_type = prop_oneof![
+        Just(RestoreTargetType::Latest),
+        Just(RestoreTargetType::Time),
+        Just(RestoreTargetType::Lsn),
+        Just(RestoreTargetType::Xid),
+        Just(RestoreTargetType::Name),
+        Just(RestoreTargetType::Immediate),
+    ];
+    let restore = option::of((
+        wild_string(),
+        prop_oneof![Just("repo1".to_owned()), wild_string()],
+        option::of((
+            option::of(target_type),
+            option::of(prop_oneof![
+                Just("2026-12-01T10:00:00+02:00".to_owned()),
+                Just("0/3000060".to_owned()),
+                wild_string()
+            ]),
+            option::of(wild_string()),
+            option::of(any::<bool>()),
+        )),
+        option::of(proptest::collection::btree_map(
+            wild_string(),
+            wild_string(),
+            0..3,
+        )),
+    ))
+    // Boxed: the whole tuple's strategy would otherwise outgrow a test thread's stack.
+    .boxed();
     (
         scalars,
         option::of(resources(quantity_text())),
@@ -121,6 +150,7 @@ fn any_spec() -> impl Strategy<Value = PostgresClusterSpec> {
         dbs,
         repos,
         misc,
+        restore,
     )
         .prop_map(
             |(
@@ -132,6 +162,7 @@ fn any_spec() -> impl Strategy<Value = PostgresClusterSpec> {
                 dbs,
                 repos,
                 (pooler, pool_size, port, tls, conns),
+                restore,
             )| PostgresClusterSpec {
                 postgres_version: version,
                 image,
@@ -211,6 +242,20 @@ fn any_spec() -> impl Strategy<Value = PostgresClusterSpec> {
                 scheduling: None,
                 service: None,
                 paused: None,
+                bootstrap: restore.map(|(cluster, repo, target, options)| BootstrapSpec {
+                    restore: Some(BootstrapRestore {
+                        cluster,
+                        repo,
+                        repository: None,
+                        target: target.map(|(type_, value, set, exclusive)| RestoreTarget {
+                            type_,
+                            value,
+                            set,
+                            exclusive,
+                        }),
+                        options,
+                    }),
+                }),
             },
         )
 }

@@ -104,6 +104,12 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
 
+    /// How the cluster gets its first data: by default an empty database (`initdb`); with
+    /// `restore`, a backup of another cluster. Acts once, when the cluster is created, and
+    /// cannot change afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
+
     /// While true, pgpilot changes nothing for this cluster: no child object applied, no
     /// configuration sent to Patroni, no restart, rollout or switchover. Status is still
     /// reported (condition `Paused`). For maintenance by hand. Defaults to false.
@@ -366,6 +372,150 @@ pub struct Retention {
     /// Differential backups to keep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub differential: Option<i32>,
+}
+
+/// How a new cluster gets its first data.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Restore a backup of another cluster (a clone, or a point-in-time recovery into a new
+    /// cluster) instead of running `initdb`. Job `CLUSTER-restore` restores the first
+    /// instance's volume and recovers it to the target; Patroni then starts it as the
+    /// leader on a new timeline, and replicas are created from it as usual. The new
+    /// cluster's own backups go to its own repositories, never to the source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<BootstrapRestore>,
+}
+
+/// A backup to start a new cluster from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapRestore {
+    /// The cluster whose backups are restored, in the same namespace. Its repository is
+    /// reached as its own instances reach it: a volume repository through its repository
+    /// host, an object store directly with the credentials its spec names.
+    pub cluster: String,
+    /// The source's repository to restore from, `repo1` to `repo4`.
+    pub repo: String,
+    /// The source's repository described here, for a source cluster that no longer
+    /// exists: the object store (`s3`, `gcs` or `azure`) exactly as the source's spec had
+    /// it. A volume repository is deleted with its cluster and cannot be named here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<SourceRepository>,
+    /// Where recovery stops. Defaults to `type: latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RestoreTarget>,
+    /// The options `pgbackrest restore` runs with, resolved from `target` at admission
+    /// (`type`, `target`, `target-action`, `target-exclusive`, `set`), so the stored spec
+    /// shows the exact restore. `target-timeline` may be added; options pgpilot owns
+    /// (stanza, paths, repository) are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+}
+
+/// The repository of a source cluster that no longer exists: an object store.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRepository {
+    /// An S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Repo>,
+    /// A Google Cloud Storage bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsRepo>,
+    /// An Azure Blob Storage container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureRepo>,
+}
+
+impl SourceRepository {
+    /// The same storage as a repository of the source's spec named `name`.
+    pub fn as_repo(&self, name: &str) -> BackupRepo {
+        BackupRepo {
+            name: name.to_owned(),
+            s3: self.s3.clone(),
+            gcs: self.gcs.clone(),
+            azure: self.azure.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where recovery stops.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTarget {
+    /// `latest`: replay every archived WAL segment. `time`, `lsn`, `xid`, `name` (a
+    /// restore point made with `pg_create_restore_point`): stop at `value`. `immediate`:
+    /// stop as soon as the backup is consistent, at the end of the backup `set` (the
+    /// newest when absent).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<RestoreTargetType>,
+    /// The target of `time` (RFC 3339 with an offset, e.g. `2026-05-01T12:00:00Z`), `lsn`
+    /// (`0/3000060`), `xid` or `name`; absent for `latest` and `immediate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The backup to restore, by its label (`status.backups` lists them), with `immediate`
+    /// only; without it, pgBackRest picks the newest backup that ends before the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// Stop just before the target instead of just after it (`time`, `lsn`, `xid`).
+    /// Defaults to false for those types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<bool>,
+}
+
+/// Kinds of recovery target.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreTargetType {
+    Latest,
+    Time,
+    Lsn,
+    Xid,
+    Name,
+    Immediate,
+}
+
+impl RestoreTargetType {
+    pub const ALL: [RestoreTargetType; 6] = [
+        RestoreTargetType::Latest,
+        RestoreTargetType::Time,
+        RestoreTargetType::Lsn,
+        RestoreTargetType::Xid,
+        RestoreTargetType::Name,
+        RestoreTargetType::Immediate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreTargetType::Latest => "latest",
+            RestoreTargetType::Time => "time",
+            RestoreTargetType::Lsn => "lsn",
+            RestoreTargetType::Xid => "xid",
+            RestoreTargetType::Name => "name",
+            RestoreTargetType::Immediate => "immediate",
+        }
+    }
+
+    /// Whether the type stops at a `value`.
+    pub fn has_value(self) -> bool {
+        matches!(
+            self,
+            RestoreTargetType::Time
+                | RestoreTargetType::Lsn
+                | RestoreTargetType::Xid
+                | RestoreTargetType::Name
+        )
+    }
+
+    /// Whether `exclusive` applies (PostgreSQL's `recovery_target_inclusive`).
+    pub fn may_exclude(self) -> bool {
+        matches!(
+            self,
+            RestoreTargetType::Time | RestoreTargetType::Lsn | RestoreTargetType::Xid
+        )
+    }
 }
 
 /// pgBouncer in front of the primary.

@@ -13,6 +13,7 @@ mod inventory;
 pub mod leader;
 mod members;
 mod restarts;
+mod restore;
 mod rollout;
 mod secrets;
 mod status;
@@ -46,6 +47,7 @@ use crate::config::Config;
 use crate::names;
 use crate::render::{self, Rendered};
 use crate::resolve;
+use restore::Bootstrap;
 use status::Observation;
 
 pub use apply::contains;
@@ -474,7 +476,25 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
 
     let paused = cluster.spec.paused == Some(true);
     observation.paused = paused;
-    let rendered = render::render(&cluster);
+    let scope = Scope {
+        ctx: &ctx,
+        obj: &obj,
+        namespace: &namespace,
+        name: &name,
+    };
+    // A cluster created from a backup: its instances wait for the restore Job.
+    let bootstrap = restore::stage(&scope, &cluster).await?;
+    let mut rendered = render::render(&cluster);
+    match (&mut rendered, &bootstrap) {
+        (Ok(r), Bootstrap::Waiting(restore)) => {
+            restore::hold(r, &name, false);
+            if let Ok(restore) = restore {
+                r.config_maps.push(restore.config_map.clone());
+            }
+        }
+        (Ok(r), Bootstrap::Starting(_)) => restore::hold(r, &name, true),
+        _ => {}
+    }
     let result = match &rendered {
         Ok(_) if paused => {
             observation.reconciled = Err((
@@ -518,12 +538,6 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     let pods = members::pods(&ctx.client, &namespace, &name).await?;
     observation.primary = members::labelled_primary(&pods);
     let members = members::from_pods(&pods);
-    let scope = Scope {
-        ctx: &ctx,
-        obj: &obj,
-        namespace: &namespace,
-        name: &name,
-    };
     // In a synchronous mode, the standbys Patroni may promote (an unreadable key names
     // none: every step that needs one waits).
     let sync = match cluster
@@ -542,6 +556,18 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     observation.members = members::views(&members, sync.as_deref());
     // The day-2 steps act only on a cluster whose children are applied and not paused.
     let acting = result.is_ok() && rendered.is_ok() && !paused;
+    observation.bootstrap = match bootstrap {
+        Bootstrap::Initdb => None,
+        Bootstrap::Restored(c) | Bootstrap::Starting(c) | Bootstrap::Waiting(Err(c)) => Some(c),
+        Bootstrap::Waiting(Ok(restore)) if acting => {
+            Some(restore::carry_out(&scope, &restore).await?)
+        }
+        Bootstrap::Waiting(Ok(_)) => Some((
+            "False",
+            "Waiting".into(),
+            "the restore starts once the children are applied and the cluster is not paused".into(),
+        )),
+    };
     if acting {
         observation.rolling =
             rollout::step(&scope, sts.as_ref(), &pods, &members, sync.as_deref()).await;
@@ -695,10 +721,14 @@ async fn materialize(
     step!(CronJob, &r.cron_jobs);
     step!(Deployment, &r.deployments);
     {
-        // On-demand backup Jobs are made once per request (see `backup`), never applied or
-        // pruned with the rendered ones.
+        // On-demand backup Jobs are made once per request (see `backup`), the restore Job
+        // once per cluster (see `restore`): never applied or pruned with the rendered ones.
         let api: Api<Job> = Api::namespaced(client.clone(), &ns);
-        let selector = format!("{selector},!{}", names::BACKUP_REQUEST_LABEL);
+        let selector = format!(
+            "{selector},!{},!{}",
+            names::BACKUP_REQUEST_LABEL,
+            names::RESTORE_LABEL
+        );
         let live = apply::list(&api, &selector).await?;
         changes.extend(apply::apply_all(&api, &r.jobs, &live, &uid).await?);
         changes.extend(apply::prune(&api, &r.jobs, &live, &uid).await?);

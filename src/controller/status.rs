@@ -18,6 +18,7 @@ pub const ROLLING: &str = "Rolling";
 pub const PAUSED: &str = "Paused";
 pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
 pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+pub const BOOTSTRAPPED: &str = "Bootstrapped";
 
 /// What the controller observed, from which the status follows.
 #[derive(Debug, Clone)]
@@ -50,6 +51,8 @@ pub struct Observation {
     pub backup: Option<LastBackup>,
     /// pgBackRest's inventory as the primary listed it; `None` keeps the stored one.
     pub inventory: Option<BackupInventory>,
+    /// `Bootstrapped` (status, reason, message); `None` for a cluster made by `initdb`.
+    pub bootstrap: Option<(&'static str, String, String)>,
 }
 
 impl Default for Observation {
@@ -71,6 +74,7 @@ impl Default for Observation {
             archiving: None,
             backup: None,
             inventory: None,
+            bootstrap: None,
         }
     }
 }
@@ -241,6 +245,15 @@ pub fn status(
             &now,
         ),
     ];
+    if let Some(bootstrap) = &o.bootstrap {
+        conditions.push(with_status(
+            BOOTSTRAPPED,
+            bootstrap.clone(),
+            o.generation,
+            old_conditions,
+            &now,
+        ));
+    }
     if let Some(archiving) = &o.archiving {
         conditions.push(with_status(
             CONTINUOUS_ARCHIVING,

@@ -16,10 +16,47 @@ use crate::names::{self, BackupType};
 
 /// Volumes, mounts and credentials a repository-host process needs: the repository
 /// volumes, the object-store keys, its configuration and TLS files.
-struct RepoAccess {
-    volumes: Vec<Value>,
-    mounts: Vec<Value>,
-    env: Vec<Value>,
+pub(super) struct RepoAccess {
+    pub volumes: Vec<Value>,
+    pub mounts: Vec<Value>,
+    pub env: Vec<Value>,
+}
+
+/// An object store's credentials, from the Secret the repository names: keys as
+/// pgBackRest's environment variables, a service-account file as a volume.
+pub(super) fn credentials(repo: &BackupRepo, a: &mut RepoAccess) -> Result<(), RenderError> {
+    let p = format!("repo{}", repo_index(repo)?);
+    let upper = p.to_uppercase();
+    if let Some(s3) = &repo.s3
+        && let Some(secret) = &s3.credentials_secret
+    {
+        a.env.push(secret_env(
+            &format!("PGBACKREST_{upper}_S3_KEY"),
+            secret,
+            "key",
+        ));
+        a.env.push(secret_env(
+            &format!("PGBACKREST_{upper}_S3_KEY_SECRET"),
+            secret,
+            "keySecret",
+        ));
+    }
+    if let Some(az) = &repo.azure {
+        a.env.push(secret_env(
+            &format!("PGBACKREST_{upper}_AZURE_KEY"),
+            &az.credentials_secret,
+            "key",
+        ));
+    }
+    if let Some(secret) = repo
+        .gcs
+        .as_ref()
+        .and_then(|g| g.credentials_secret.as_ref())
+    {
+        a.volumes.push(json!({ "name": format!("{p}-key"), "secret": { "secretName": secret, "items": [{ "key": "key.json", "path": "key.json" }] } }));
+        a.mounts.push(json!({ "name": format!("{p}-key"), "mountPath": format!("/etc/pgbackrest/{p}"), "readOnly": true }));
+    }
+    Ok(())
 }
 
 fn repo_access(
@@ -40,38 +77,8 @@ fn repo_access(
         env: Vec::new(),
     };
     for repo in c.spec.backup_repos() {
-        let n = repo_index(repo)?;
-        let p = format!("repo{n}");
-        let upper = p.to_uppercase();
-        if let Some(s3) = &repo.s3
-            && let Some(secret) = &s3.credentials_secret
-        {
-            a.env.push(secret_env(
-                &format!("PGBACKREST_{upper}_S3_KEY"),
-                secret,
-                "key",
-            ));
-            a.env.push(secret_env(
-                &format!("PGBACKREST_{upper}_S3_KEY_SECRET"),
-                secret,
-                "keySecret",
-            ));
-        }
-        if let Some(az) = &repo.azure {
-            a.env.push(secret_env(
-                &format!("PGBACKREST_{upper}_AZURE_KEY"),
-                &az.credentials_secret,
-                "key",
-            ));
-        }
-        if let Some(secret) = repo
-            .gcs
-            .as_ref()
-            .and_then(|g| g.credentials_secret.as_ref())
-        {
-            a.volumes.push(json!({ "name": format!("{p}-key"), "secret": { "secretName": secret, "items": [{ "key": "key.json", "path": "key.json" }] } }));
-            a.mounts.push(json!({ "name": format!("{p}-key"), "mountPath": format!("/etc/pgbackrest/{p}"), "readOnly": true }));
-        }
+        let p = format!("repo{}", repo_index(repo)?);
+        credentials(repo, &mut a)?;
         if repo.volume.is_some() {
             a.volumes.push(claims(repo));
             a.mounts

@@ -11,6 +11,7 @@ mod pgbackrest;
 mod pod;
 mod pooler;
 mod rbac;
+mod restore;
 mod roles;
 mod secrets;
 mod services;
@@ -33,6 +34,7 @@ use crate::api::{PostgresCluster, PostgresClusterSpec};
 use crate::names;
 
 pub use pgbackrest::{ARCHIVE_ANNOTATION, INVENTORY_ANNOTATION};
+pub use restore::{Restore, Source as RestoreSource};
 pub use secrets::{SecretKind, SecretTemplate, secret_data};
 pub use tls::api_resource as certificate_resource;
 
@@ -197,6 +199,7 @@ pub mod component {
     pub const ROLES: &str = "roles";
     pub const CREDENTIALS: &str = "credentials";
     pub const TLS: &str = "tls";
+    pub const RESTORE: &str = "restore";
 }
 
 /// Reads a resolved field or says which one is missing.
@@ -237,6 +240,14 @@ pub fn backup_request_job(
     value: &str,
 ) -> Result<Option<k8s_openapi::api::batch::v1::Job>, RenderError> {
     backup::request_job(&Cluster::of(cluster)?, value)
+}
+
+/// The Job, ConfigMap and first volume claim of a cluster created from a backup
+/// (`spec.bootstrap.restore`), reading `source` (see `restore`). Not part of [`render`]:
+/// the controller makes them only while the cluster waits for its first instance.
+pub fn restore(cluster: &PostgresCluster, source: &RestoreSource) -> Result<Restore, RenderError> {
+    let c = Cluster::of(cluster)?;
+    restore::render(&c, source, &patroni::dynamic_config(&c)?)
 }
 
 impl<'a> Cluster<'a> {

@@ -145,6 +145,62 @@ fn ini_value<'a>(field: &str, value: &'a str) -> Result<&'a str, RenderError> {
     Ok(value)
 }
 
+/// Where repository `repo` of cluster `cluster` keeps its data, as the process holding it
+/// (the repository host, or a restore reading a source cluster's repository) is told: an
+/// object store under a path naming the namespace and cluster (object stores are shared),
+/// or a volume at its mount point.
+pub fn storage(
+    s: &mut String,
+    namespace: &str,
+    cluster: &str,
+    repo: &BackupRepo,
+) -> Result<(), RenderError> {
+    let p = format!("repo{}", repo_index(repo)?);
+    let object_path = format!("/pgbackrest/{namespace}/{cluster}/{p}");
+    if let Some(s3) = &repo.s3 {
+        let _ = writeln!(
+            s,
+            "{p}-type=s3\n{p}-path={object_path}\n{p}-s3-bucket={}\n{p}-s3-endpoint={}\n{p}-s3-region={}",
+            ini_value("s3.bucket", &s3.bucket)?,
+            ini_value("s3.endpoint", &s3.endpoint)?,
+            ini_value("s3.region", &s3.region)?
+        );
+        let key_type = if s3.credentials_secret.is_some() {
+            "shared"
+        } else {
+            "auto"
+        };
+        let _ = writeln!(s, "{p}-s3-key-type={key_type}");
+    } else if let Some(gcs) = &repo.gcs {
+        let _ = writeln!(
+            s,
+            "{p}-type=gcs\n{p}-path={object_path}\n{p}-gcs-bucket={}",
+            ini_value("gcs.bucket", &gcs.bucket)?
+        );
+        match &gcs.credentials_secret {
+            Some(_) => {
+                let _ = writeln!(
+                    s,
+                    "{p}-gcs-key-type=service\n{p}-gcs-key=/etc/pgbackrest/{p}/key.json"
+                );
+            }
+            None => {
+                let _ = writeln!(s, "{p}-gcs-key-type=auto");
+            }
+        }
+    } else if let Some(az) = &repo.azure {
+        let _ = writeln!(
+            s,
+            "{p}-type=azure\n{p}-path={object_path}\n{p}-azure-account={}\n{p}-azure-container={}",
+            ini_value("azure.account", &az.account)?,
+            ini_value("azure.container", &az.container)?
+        );
+    } else if repo.volume.is_some() {
+        let _ = writeln!(s, "{p}-type=posix\n{p}-path={VOLUME_ROOT}/{p}");
+    }
+    Ok(())
+}
+
 pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
     let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
     let instances = *need(&c.spec.instances, "spec.instances")?;
@@ -153,51 +209,8 @@ pub fn repo_host_conf(c: &Cluster) -> Result<String, RenderError> {
     // Backups read from the primary; a full backup starts with an immediate checkpoint.
     s.push_str("start-fast=y\n");
     for repo in c.spec.backup_repos() {
-        let n = repo_index(repo)?;
-        let p = format!("repo{n}");
-        // Object stores are shared: the path names the namespace and cluster.
-        let object_path = format!("/pgbackrest/{}/{}/{p}", c.namespace, c.name);
-        if let Some(s3) = &repo.s3 {
-            let _ = writeln!(
-                s,
-                "{p}-type=s3\n{p}-path={object_path}\n{p}-s3-bucket={}\n{p}-s3-endpoint={}\n{p}-s3-region={}",
-                ini_value("s3.bucket", &s3.bucket)?,
-                ini_value("s3.endpoint", &s3.endpoint)?,
-                ini_value("s3.region", &s3.region)?
-            );
-            let key_type = if s3.credentials_secret.is_some() {
-                "shared"
-            } else {
-                "auto"
-            };
-            let _ = writeln!(s, "{p}-s3-key-type={key_type}");
-        } else if let Some(gcs) = &repo.gcs {
-            let _ = writeln!(
-                s,
-                "{p}-type=gcs\n{p}-path={object_path}\n{p}-gcs-bucket={}",
-                ini_value("gcs.bucket", &gcs.bucket)?
-            );
-            match &gcs.credentials_secret {
-                Some(_) => {
-                    let _ = writeln!(
-                        s,
-                        "{p}-gcs-key-type=service\n{p}-gcs-key=/etc/pgbackrest/{p}/key.json"
-                    );
-                }
-                None => {
-                    let _ = writeln!(s, "{p}-gcs-key-type=auto");
-                }
-            }
-        } else if let Some(az) = &repo.azure {
-            let _ = writeln!(
-                s,
-                "{p}-type=azure\n{p}-path={object_path}\n{p}-azure-account={}\n{p}-azure-container={}",
-                ini_value("azure.account", &az.account)?,
-                ini_value("azure.container", &az.container)?
-            );
-        } else if repo.volume.is_some() {
-            let _ = writeln!(s, "{p}-type=posix\n{p}-path={VOLUME_ROOT}/{p}");
-        }
+        let p = format!("repo{}", repo_index(repo)?);
+        storage(&mut s, c.namespace, c.name, repo)?;
         let retention = need(&repo.retention, "spec.backup.pgbackrest.repos[].retention")?;
         let _ = writeln!(
             s,

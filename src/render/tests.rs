@@ -658,3 +658,154 @@ fn archiving_goes_through_pgbackrest_and_reports_on_the_pod() {
         .to_string();
     assert!(!minimal.contains("PGPILOT_API_HOST") && !minimal.contains("archive-push"));
 }
+
+/// `ha-backup-pooler` created from cluster `src`'s `repo1`, to the given target.
+fn restored(target: &str) -> PostgresCluster {
+    let mut c = sample("ha-backup-pooler");
+    c.spec.bootstrap = Some(crate::api::BootstrapSpec {
+        restore: Some(
+            serde_yaml::from_str(&format!("{{cluster: src, repo: repo1, target: {target}}}"))
+                .unwrap(),
+        ),
+    });
+    c.spec = resolve(&c.spec, None, &Config::default());
+    c
+}
+
+#[test]
+fn a_restore_reads_a_volume_repository_through_the_sources_repository_host() {
+    let c = restored("{type: time, value: '2026-12-01T10:00:00Z', exclusive: true}");
+    let volume = crate::api::BackupRepo {
+        name: "repo1".into(),
+        volume: Some(Default::default()),
+        ..Default::default()
+    };
+    let r = restore(
+        &c,
+        &RestoreSource {
+            cluster: "src",
+            repo: &volume,
+        },
+    )
+    .unwrap();
+    let data = r.config_map.data.as_ref().unwrap();
+    let conf = &data["pgbackrest.conf"];
+    assert!(
+        conf.contains("repo1-host=src-repo-host-0.src-repo-host.db.svc\nrepo1-host-type=tls\n"),
+        "{conf}"
+    );
+    let major = c.spec.postgres_version.unwrap();
+    assert!(
+        conf.contains(&format!("pg1-path=/pgdata/pg{major}\n")),
+        "{conf}"
+    );
+    let own = format!("{}-repo-host", name_of(&c));
+    assert!(
+        !conf.contains(&own),
+        "the new cluster's own repository is not in it: {conf}"
+    );
+    assert_eq!(conf.matches("-host=").count(), 1, "{conf}");
+    // This cluster's dynamic configuration seeds Patroni, not the source's cache.
+    let dynamic: serde_json::Value = serde_json::from_str(&data["patroni.dynamic.json"]).unwrap();
+    assert_eq!(dynamic, render(&c).unwrap().patroni_dynamic_config);
+    assert!(data["restore.sql"].contains("ALTER SYSTEM RESET ALL"));
+    assert!(
+        !data["restore.sql"].contains("GENERATED"),
+        "no password in the script"
+    );
+
+    let job = serde_json::to_value(&r.job).unwrap();
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let (data_dir, bin_dir, major) = (
+        format!("/pgdata/pg{major}"),
+        format!("/usr/lib/postgresql/{major}/bin"),
+        major.to_string(),
+    );
+    assert_eq!(
+        command,
+        [
+            "sh",
+            "/etc/pgbackrest/restore.sh",
+            &data_dir,
+            &bin_dir,
+            &major,
+            "--repo=1",
+            "--target=2026-12-01 10:00:00+00",
+            "--target-action=promote",
+            "--target-exclusive",
+            "--type=time"
+        ]
+    );
+    let volumes = job["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(
+        volumes.contains("\"secretName\":\"src-pgbackrest-tls\""),
+        "{volumes}"
+    );
+    assert!(
+        volumes.contains(&format!("\"claimName\":\"pgdata-{}-0\"", name_of(&c))),
+        "{volumes}"
+    );
+    assert_eq!(
+        r.claim.metadata.name.as_deref(),
+        Some(format!("pgdata-{}-0", name_of(&c)).as_str())
+    );
+    assert!(
+        r.claim.metadata.owner_references.is_none(),
+        "data claims outlive the cluster"
+    );
+    assert_eq!(
+        job["metadata"]["labels"][crate::names::RESTORE_LABEL],
+        name_of(&c).as_str()
+    );
+    assert_eq!(
+        job["metadata"]["ownerReferences"][0]["kind"],
+        "PostgresCluster"
+    );
+}
+
+#[test]
+fn a_restore_reads_an_object_store_under_the_sources_path_with_its_keys() {
+    let c = restored("{type: latest}");
+    let s3 = crate::api::BackupRepo {
+        name: "repo2".into(),
+        s3: Some(crate::api::S3Repo {
+            bucket: "backups".into(),
+            endpoint: "s3.example.com".into(),
+            region: "eu-west-1".into(),
+            credentials_secret: Some("s3-keys".into()),
+        }),
+        ..Default::default()
+    };
+    let r = restore(
+        &c,
+        &RestoreSource {
+            cluster: "src",
+            repo: &s3,
+        },
+    )
+    .unwrap();
+    let conf = &r.config_map.data.as_ref().unwrap()["pgbackrest.conf"];
+    assert!(
+        conf.contains("repo2-type=s3\nrepo2-path=/pgbackrest/db/src/repo2\n"),
+        "{conf}"
+    );
+    let job = serde_json::to_value(&r.job).unwrap();
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("PGBACKREST_REPO2_S3_KEY_SECRET") && env.contains("s3-keys"),
+        "{env}"
+    );
+    let command = job["spec"]["template"]["spec"]["containers"][0]["command"].to_string();
+    assert!(
+        command.ends_with("\"--repo=2\",\"--type=default\"]"),
+        "{command}"
+    );
+    // An object-store key never rides along in the file.
+    assert!(!conf.contains("key="), "{conf}");
+}

@@ -54,7 +54,7 @@ pub fn repo_kind(r: &BackupRepo) -> Option<&'static str> {
     }
 }
 
-fn repo(rp: &Path, r: &BackupRepo, e: &mut Errors) {
+pub(super) fn repo(rp: &Path, r: &BackupRepo, e: &mut Errors) {
     let kinds = [
         r.s3.is_some(),
         r.gcs.is_some(),

@@ -11,6 +11,7 @@ pub mod pg_settings;
 mod policy;
 mod postgres;
 mod restart;
+mod restore;
 pub mod roles;
 pub mod structure;
 mod update;
@@ -47,6 +48,7 @@ pub fn validate(new: &PostgresCluster, old: Option<&PostgresCluster>) -> Outcome
     metadata(new, &mut e);
     operations::check(new, old, &mut e);
     spec(&new.spec, &mut e);
+    restore::bootstrap(new, old, &mut e);
     if let Some(old) = old {
         update::transition(&new.spec, &old.spec, &mut e);
         restart::parameters(&new.spec, &old.spec, &mut e);
@@ -133,6 +135,9 @@ fn child_names(name: &str, spec: &PostgresClusterSpec) -> Vec<(String, &'static 
         (names::pooler(name), "Service", names::LABEL_MAX),
         (names::roles_job(name, &hash), "Job", names::LABEL_MAX),
     ];
+    if spec.bootstrap.as_ref().is_some_and(|b| b.restore.is_some()) {
+        out.push((names::restore_job(name), "Job", names::LABEL_MAX));
+    }
     if !spec.backup_repos().is_empty() {
         // On-demand backups (`pgpilot.io/backup`): one Job per request, a hash in its name.
         out.push((

@@ -1504,3 +1504,195 @@ fn a_policy_that_refuses_the_catalog_is_a_configuration_error() {
     );
     Config::from_yaml(&yaml).unwrap();
 }
+
+/// `base()` created from a backup: `restore` is the YAML of `spec.bootstrap.restore`,
+/// resolved as admission would.
+fn restoring(restore: &str) -> PostgresCluster {
+    let mut spec = base().spec;
+    spec.bootstrap = Some(BootstrapSpec {
+        restore: Some(serde_yaml::from_str(restore).unwrap()),
+    });
+    PostgresCluster::new("demo", resolve(&spec, None, &Config::default()))
+}
+
+#[track_caller]
+fn restore_rejected(restore: &str, path: &str, gist: &str) {
+    let errs = validate(&restoring(restore), None).errors;
+    assert!(
+        errs.iter()
+            .any(|e| e.path == path && e.to_string().contains(gist)),
+        "no {gist:?} at {path} in {:#?}",
+        errs.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_restore_resolves_to_explicit_options_and_is_announced() {
+    let c = restoring(
+        "{cluster: src, repo: repo1, target: {type: time, value: '2026-12-01T10:00:00+01:00'}}",
+    );
+    let r = c.spec.bootstrap.as_ref().unwrap().restore.as_ref().unwrap();
+    let options = r.options.as_ref().unwrap();
+    assert_eq!(options["type"], "time");
+    assert_eq!(options["target"], "2026-12-01 09:00:00+00");
+    assert_eq!(options["target-action"], "promote");
+    assert_eq!(options["target-exclusive"], "n");
+    assert_eq!(r.target.as_ref().unwrap().exclusive, Some(false));
+    let outcome = validate(&c, None);
+    assert!(outcome.is_valid(), "{:?}", outcome.errors);
+    assert!(
+        outcome
+            .warnings
+            .iter()
+            .any(|w| w.contains("Job demo-restore restores it")),
+        "{:?}",
+        outcome.warnings
+    );
+    // The default target is the end of the archive.
+    let latest = restoring("{cluster: src, repo: repo2}");
+    let r = latest.spec.bootstrap.unwrap().restore.unwrap();
+    assert_eq!(
+        r.options.unwrap(),
+        BTreeMap::from([("type".to_owned(), "default".to_owned())])
+    );
+    // Resolving again changes nothing.
+    assert_eq!(resolve(&c.spec, None, &Config::default()), c.spec);
+}
+
+#[test]
+fn restore_targets_say_exactly_one_thing() {
+    let p = "spec.bootstrap.restore.target";
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: time, value: '2026-12-01 10:00:00'}}",
+        &format!("{p}.value"),
+        "with an offset",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: time}}",
+        &format!("{p}.value"),
+        "needs its value",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: latest, value: '0/3000000'}}",
+        &format!("{p}.value"),
+        "takes no value",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: lsn, value: '3000000'}}",
+        &format!("{p}.value"),
+        "WAL location",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: xid, value: 'abc'}}",
+        &format!("{p}.value"),
+        "transaction ID",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: time, value: '2026-12-01T10:00:00Z', set: 20261201-090000F}}",
+        &format!("{p}.set"),
+        "type immediate only",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: immediate, set: newest}}",
+        &format!("{p}.set"),
+        "backup label",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: name, value: before, exclusive: true}}",
+        &format!("{p}.exclusive"),
+        "time, lsn and xid",
+    );
+    let ok = restoring(
+        "{cluster: src, repo: repo1, target: {type: immediate, set: 20261201-090000F_20261201-100000I}}",
+    );
+    assert!(validate(&ok, None).is_valid());
+}
+
+#[test]
+fn restore_sources_and_options_pgpilot_owns() {
+    let p = "spec.bootstrap.restore";
+    restore_rejected("{cluster: src, repo: repo5}", &format!("{p}.repo"), "repo1");
+    restore_rejected(
+        "{cluster: demo, repo: repo1}",
+        &format!("{p}.cluster"),
+        "its own backups",
+    );
+    restore_rejected(
+        "{cluster: Src_1, repo: repo1}",
+        &format!("{p}.cluster"),
+        "cluster name",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, repository: {}}",
+        &format!("{p}.repository"),
+        "one of s3, gcs or azure",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, repository: {gcs: {bucket: b}, azure: {account: acct, container: backups, credentialsSecret: k}}}",
+        &format!("{p}.repository"),
+        "only one of",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, repository: {s3: {bucket: B, endpoint: 'https://s3', region: eu}}}",
+        &format!("{p}.repository.s3.bucket"),
+        "S3 bucket name",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, options: {stanza: other}}",
+        &format!("{p}.options[stanza]"),
+        "pgpilot sets",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, options: {repo1-path: /elsewhere}}",
+        &format!("{p}.options[repo1-path]"),
+        "pgpilot sets",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, options: {process-max: '4'}}",
+        &format!("{p}.options[process-max]"),
+        "supported values",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, target: {type: time, value: '2026-12-01T10:00:00Z'}, options: {type: xid}}",
+        &format!("{p}.options[type]"),
+        "as the target says",
+    );
+    restore_rejected(
+        "{cluster: src, repo: repo1, options: {target-exclusive: 'y'}}",
+        &format!("{p}.options[target-exclusive]"),
+        "does not apply",
+    );
+    let ok = restoring("{cluster: src, repo: repo1, options: {target-timeline: current}}");
+    assert!(
+        validate(&ok, None).is_valid(),
+        "{:?}",
+        validate(&ok, None).errors
+    );
+}
+
+#[test]
+fn bootstrap_cannot_change_after_creation() {
+    let old = restoring("{cluster: src, repo: repo1}");
+    let mut new = old.clone();
+    new.spec.bootstrap = None;
+    let errs = errors(&new, Some(&old));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("spec.bootstrap: Forbidden")),
+        "{errs:?}"
+    );
+    let mut later = base();
+    later.spec.bootstrap = old.spec.bootstrap.clone();
+    assert!(
+        errors(&later, Some(&base()))
+            .iter()
+            .any(|e| e.contains("immutable"))
+    );
+    // Unchanged, it is quiet on updates: the warning is for the create.
+    assert!(
+        validate(&old, Some(&old))
+            .warnings
+            .iter()
+            .all(|w| !w.contains("restores it"))
+    );
+}

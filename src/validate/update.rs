@@ -33,6 +33,12 @@ pub fn transition(new: &PostgresClusterSpec, old: &PostgresClusterSpec, e: &mut 
             e,
         );
     }
+    if new.bootstrap != old.bootstrap {
+        e.forbidden(
+            &p.child("bootstrap"),
+            "field is immutable: it acted once, when the cluster was created; to go back in time in place, use spec.restore",
+        );
+    }
     let rp = p.child("backup").child("pgbackrest").child("repos");
     let new_repos = new.backup_repos();
     let old_repos = old.backup_repos();

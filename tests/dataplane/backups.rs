@@ -86,7 +86,7 @@ impl Harness {
     }
 
     /// Runs the next pod of `job` to completion; (success, log).
-    fn run_job_pod(&mut self, job: &str) -> (bool, String) {
+    pub fn run_job_pod(&mut self, job: &str) -> (bool, String) {
         let pod = wait_for(&format!("a pod of Job {job}"), 120, || {
             waiting_pod(self, job)
         });
@@ -124,7 +124,7 @@ impl Harness {
 
     /// A directory of stanza `db` in repository volume `repo1` (the repository host's
     /// claim): `backup`, where pgBackRest writes backups, or `archive`, where WAL goes.
-    fn repo_dir(&self, part: &str) -> PathBuf {
+    pub fn repo_dir(&self, part: &str) -> PathBuf {
         self.root
             .join("volumes")
             .join(format!("repo1-{CLUSTER}-repo-host-0"))

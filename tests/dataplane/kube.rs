@@ -36,6 +36,12 @@ impl Kube {
         self.try_run_with(args, None)
     }
 
+    /// `kubectl apply` of `yaml`; `(stdout, stderr)` (where the admission warnings are), or
+    /// `Err(stderr)`.
+    pub fn try_apply(&self, yaml: &str) -> Result<(String, String), String> {
+        self.try_run_with(&["apply", "-f", "-"], Some(yaml))
+    }
+
     fn try_run_with(&self, args: &[&str], stdin: Option<&str>) -> Result<(String, String), String> {
         let mut child = self
             .command()

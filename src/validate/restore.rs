@@ -1,0 +1,222 @@
+//! `spec.bootstrap.restore`: the source, the repository and a target that pgBackRest and
+//! PostgreSQL will read the way the user meant it. A restore that would stop at the wrong
+//! point (a time without an offset, `set` with a target it does not bound, options that
+//! disagree with the target) is refused before anything is stored.
+
+use crate::api::{BootstrapRestore, PostgresCluster, RestoreTarget, RestoreTargetType};
+use crate::names;
+use crate::resolve::restore::{self as resolved, DERIVED_OPTIONS, USER_OPTIONS};
+
+use super::backup::{REPO_NAMES, repo};
+use super::field::{Errors, Path};
+
+/// Options pgpilot sets itself for every restore: where the data and the repository are.
+const OWNED_OPTIONS: [&str; 8] = [
+    "stanza",
+    "config",
+    "delta",
+    "force",
+    "pg1-path",
+    "repo",
+    "lock-path",
+    "link-all",
+];
+
+pub fn bootstrap(c: &PostgresCluster, old: Option<&PostgresCluster>, e: &mut Errors) {
+    let Some(r) = c.spec.bootstrap.as_ref().and_then(|b| b.restore.as_ref()) else {
+        return;
+    };
+    let p = Path::new("spec").child("bootstrap").child("restore");
+    if r.cluster.is_empty() {
+        e.required(&p.child("cluster"), "the cluster whose backup is restored");
+    } else if !names::is_dns1035_label(&r.cluster) {
+        e.invalid_str(&p.child("cluster"), &r.cluster, "must be a cluster name");
+    } else if c.metadata.name.as_deref() == Some(r.cluster.as_str()) {
+        e.invalid_str(
+            &p.child("cluster"),
+            &r.cluster,
+            "a cluster cannot be created from its own backups; to go back in time in place, use spec.restore",
+        );
+    }
+    if !REPO_NAMES.contains(&r.repo.as_str()) {
+        e.not_supported(&p.child("repo"), &r.repo, &REPO_NAMES);
+    }
+    if let Some(source) = &r.repository {
+        let rp = p.child("repository");
+        let kinds = [
+            source.s3.is_some(),
+            source.gcs.is_some(),
+            source.azure.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => e.required(
+                &rp,
+                "one of s3, gcs or azure: the object store the source cluster's repository was in",
+            ),
+            1 => repo(&rp, &source.as_repo(&r.repo), e),
+            _ => e.forbidden(&rp, "only one of s3, gcs or azure may be set"),
+        }
+    }
+    let default = RestoreTarget::default();
+    let target = r.target.as_ref().unwrap_or(&default);
+    self::target(&p.child("target"), target, e);
+    self::options(&p.child("options"), r, target, e);
+    if old.is_some() {
+        return;
+    }
+    e.warn(
+        &p,
+        format!(
+            "the cluster starts from a backup of {:?} ({}): Job {} restores it before any instance starts",
+            r.cluster,
+            r.repo,
+            names::restore_job(c.metadata.name.as_deref().unwrap_or("CLUSTER"))
+        ),
+    );
+}
+
+fn target(p: &Path, t: &RestoreTarget, e: &mut Errors) {
+    let kind = t.type_.unwrap_or(RestoreTargetType::Latest);
+    let vp = p.child("value");
+    match (&t.value, kind.has_value()) {
+        (None, true) => e.required(
+            &vp,
+            &format!("a target of type {} needs its value", kind.as_str()),
+        ),
+        (Some(v), false) => e.invalid_str(
+            &vp,
+            v,
+            format!(
+                "a target of type {} takes no value; for a time, LSN, transaction or restore point set type",
+                kind.as_str()
+            ),
+        ),
+        (Some(v), true) => value(&vp, kind, v, e),
+        (None, false) => {}
+    }
+    if let Some(set) = &t.set {
+        if kind != RestoreTargetType::Immediate {
+            e.forbidden(
+                &p.child("set"),
+                format!(
+                    "set picks a backup for type immediate only: with type {}, pgBackRest picks the newest backup before the target, and a chosen one could end after it",
+                    kind.as_str()
+                ),
+            );
+        } else if !is_backup_label(set) {
+            e.invalid_str(
+                &p.child("set"),
+                set,
+                "must be a pgBackRest backup label such as 20261201-101500F (status.backups lists them)",
+            );
+        }
+    }
+    if t.exclusive == Some(true) && !kind.may_exclude() {
+        e.forbidden(
+            &p.child("exclusive"),
+            format!("applies to types time, lsn and xid, not {}", kind.as_str()),
+        );
+    }
+}
+
+fn value(p: &Path, kind: RestoreTargetType, v: &str, e: &mut Errors) {
+    let ok = match kind {
+        RestoreTargetType::Time => {
+            if resolved::recovery_time(v).is_none() {
+                return e.invalid_str(
+                    p,
+                    v,
+                    "must be an RFC 3339 time with an offset, such as 2026-05-01T12:00:00Z or 2026-05-01T14:00:00+02:00: a time without one would be read in the server's time zone",
+                );
+            }
+            true
+        }
+        RestoreTargetType::Lsn => v.split_once('/').is_some_and(|(hi, lo)| {
+            [hi, lo]
+                .iter()
+                .all(|h| (1..=8).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()))
+        }),
+        RestoreTargetType::Xid => v.parse::<u64>().is_ok_and(|x| x >= 3),
+        RestoreTargetType::Name => {
+            !v.is_empty() && v.len() <= 63 && !v.chars().any(char::is_control)
+        }
+        RestoreTargetType::Latest | RestoreTargetType::Immediate => true,
+    };
+    if !ok {
+        let what = match kind {
+            RestoreTargetType::Lsn => "must be a WAL location such as 0/3000060",
+            RestoreTargetType::Xid => "must be a transaction ID (a whole number of at least 3)",
+            _ => "must be a restore point name of 1 to 63 bytes",
+        };
+        e.invalid_str(p, v, what);
+    }
+}
+
+/// `20261201-101500F`, or an incremental or differential `20261201-101500F_20261201-111500I`.
+fn is_backup_label(s: &str) -> bool {
+    let stamp = |t: &str| {
+        t.len() == 15
+            && t.char_indices()
+                .all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() })
+    };
+    match s.split_once('_') {
+        None => s.strip_suffix('F').is_some_and(stamp),
+        Some((full, rest)) => {
+            full.strip_suffix('F').is_some_and(stamp)
+                && (rest.strip_suffix('D').or_else(|| rest.strip_suffix('I'))).is_some_and(stamp)
+        }
+    }
+}
+
+/// The stored options say what the target says, plus only the options a user may add.
+fn options(p: &Path, r: &BootstrapRestore, target: &RestoreTarget, e: &mut Errors) {
+    let Some(stored) = &r.options else { return };
+    let derived = resolved::options(target);
+    for (k, v) in stored {
+        let kp = p.key(k);
+        if OWNED_OPTIONS.contains(&k.as_str()) || k.starts_with("repo") || k.starts_with("pg") {
+            e.forbidden(
+                &kp,
+                "pgpilot sets the stanza, the paths and the repository of a restore itself",
+            );
+        } else if let Some(want) = derived.get(k) {
+            if v != want {
+                e.invalid_str(
+                    &kp,
+                    v,
+                    format!(
+                        "must be {want:?}, as the target says; change the target, not the option"
+                    ),
+                );
+            }
+        } else if DERIVED_OPTIONS.contains(&k.as_str()) {
+            e.forbidden(
+                &kp,
+                "does not apply to this target; remove it, or change the target",
+            );
+        } else if !USER_OPTIONS.contains(&k.as_str()) {
+            let allowed: Vec<&str> = USER_OPTIONS.to_vec();
+            e.not_supported(&kp, k, &allowed);
+        } else if v.is_empty() || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            e.invalid_str(&kp, v, "must be one word");
+        }
+    }
+    for k in derived.keys().filter(|k| !stored.contains_key(*k)) {
+        e.required(&p.key(k), "derived from the target; resolved at admission");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_labels() {
+        assert!(is_backup_label("20261201-101500F"));
+        assert!(is_backup_label("20261201-101500F_20261201-111500I"));
+        assert!(is_backup_label("20261201-101500F_20261202-000000D"));
+        assert!(!is_backup_label("20261201-101500I"));
+        assert!(!is_backup_label("latest"));
+        assert!(!is_backup_label("20261201-101500F_x"));
+    }
+}
