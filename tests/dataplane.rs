@@ -854,7 +854,7 @@ impl Harness {
     /// `app_reader` through the pooler at `host`. See `kubelet::local_differences` (4):
     /// before pgBouncer 1.20, `auth_query` runs in the client's database, so clients use
     /// the one `auth_dbname` names.
-    fn pooled(&self, host: &str) -> Conn {
+    pub fn pooled(&self, host: &str) -> Conn {
         let password = self.kube.secret("dp-user-app-reader", "password");
         let db = if kubelet::pgbouncer_version() < (1, 20) {
             "postgres"

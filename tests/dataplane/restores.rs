@@ -11,6 +11,7 @@ use super::sql::Conn;
 use super::{CLUSTER, Harness, NAMESPACE};
 
 const CLONE: &str = "dpclone";
+const LATEST: &str = "dplatest";
 
 /// The backup directories (labels) of stanza `db` in a repository volume.
 fn labels(dir: &std::path::Path) -> Vec<String> {
@@ -90,7 +91,12 @@ impl Harness {
                 } },
                 "backup": { "pgbackrest": { "repos": [
                     { "name": "repo1", "volume": { "size": "1Gi" }, "schedules": { "full": "0 1 * * 0" } }
-                ] } }
+                ] } },
+                // A role the source has too, and the pooler: both work on the clone with
+                // the clone's own Secrets.
+                "users": [{ "name": "app_reader", "databases": ["app"] }],
+                "databases": [{ "name": "app" }],
+                "pooler": { "enabled": true, "instances": 1 }
             }
         });
         let (_, warnings) = self
@@ -204,6 +210,48 @@ impl Harness {
             "{condition}"
         );
 
+        // The roles the source had, with the clone's passwords: the user through the
+        // pooler, the exporter's role; the source's password no longer opens either.
+        let pooler = wait_for("the clone's pooler pod", 60, || {
+            self.kube
+                .list(
+                    "pods",
+                    &format!("pgpilot.io/cluster={CLONE},app.kubernetes.io/component=pooler"),
+                )
+                .first()
+                .and_then(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        });
+        let ip = self.take_ip();
+        self.kubelet.start_pod(&pooler, &ip);
+        let pooled = Conn {
+            password: self
+                .kube
+                .secret(&format!("{CLONE}-user-app-reader"), "password"),
+            ..self.pooled(&format!("{CLONE}-pooler.{NAMESPACE}.svc"))
+        };
+        wait_for("the clone's pooler answering", 60, || {
+            pooled.try_query("SELECT 1").ok()
+        });
+        let old = Conn {
+            password: self
+                .kube
+                .secret(&format!("{CLUSTER}-user-app-reader"), "password"),
+            ..pooled.clone()
+        };
+        old.try_query("SELECT 1")
+            .expect_err("the source's password of app_reader opens the clone");
+        let monitor = Conn::new(
+            &self.kubelet.ip(&clone_leader),
+            "pgpilot_monitor",
+            &self.kube.secret(&format!("{CLONE}-exporter"), "password"),
+            "postgres",
+        );
+        assert_eq!(
+            monitor.query("SELECT 1"),
+            "1",
+            "the exporter's role logs in"
+        );
+
         let rows = su.query("SELECT count(*) || ' ' || max(batch) FROM clone_rows");
         assert_eq!(rows, "1500 2", "the clone holds batches 1 and 2, not 3");
         let timeline = self.patroni_state(&clone_leader).expect("state")["timeline"]
@@ -254,19 +302,71 @@ impl Harness {
         );
 
         figures.push(format!(
-            "clone to a point in time (spec.bootstrap.restore, volume repository through the source's repository host): Ready {:.1} s after kubectl apply, the restore Job's pod ran {:.1} s; 1500 of 1700 rows, timeline {source_timeline} → {timeline}; its first full backup in its own repository",
+            "clone to a point in time (spec.bootstrap.restore, volume repository through the source's repository host): Ready {:.1} s after kubectl apply, the restore Job's pod ran {:.1} s; 1500 of 1700 rows, timeline {source_timeline} → {timeline}; the roles, the pooler and the exporter's role with the clone's passwords; its first full backup in its own repository",
             ready.as_secs_f64(),
             run.as_secs_f64()
         ));
 
-        // Gone again, so that the scenarios after this one run beside one cluster only.
-        self.kube
-            .run(&["delete", "postgrescluster", CLONE, "--wait=false"]);
-        wait_for("the clone's pods gone", 180, || {
-            self.kube
-                .list("pods", &format!("pgpilot.io/cluster={CLONE}"))
-                .is_empty()
-                .then_some(())
+        // To the end of the archive (the default target), one instance, no repository.
+        let t = Instant::now();
+        let latest = json!({
+            "apiVersion": "pgpilot.io/v1",
+            "kind": "PostgresCluster",
+            "metadata": { "name": LATEST },
+            "spec": {
+                "postgresVersion": 15,
+                "instances": 1,
+                "storage": { "size": "1Gi" },
+                "resources": { "requests": { "cpu": "100m", "memory": "256Mi" }, "limits": { "memory": "256Mi" } },
+                "bootstrap": { "restore": { "cluster": CLUSTER, "repo": "repo1" } }
+            }
         });
+        self.kube
+            .try_apply(&latest.to_string())
+            .expect("the second clone is admitted");
+        let stored = self.kube.get("postgrescluster", LATEST).expect("stored");
+        assert_eq!(
+            stored["spec"]["bootstrap"]["restore"]["options"],
+            json!({ "type": "default" }),
+            "latest resolves to pgBackRest's default type"
+        );
+        let job = format!("{LATEST}-restore");
+        wait_for(&format!("Job {job}"), 60, || self.kube.get("job", &job));
+        let (ok, log) = self.run_job_pod(&job);
+        assert!(ok, "the second restore Job failed:\n{log}");
+        let first = format!("{LATEST}-0");
+        wait_for(&format!("pod {first}"), 120, || {
+            self.kube.get("pod", &first)
+        });
+        let ip = self.take_ip();
+        self.kubelet.start_pod(&first, &ip);
+        wait_for("the second clone leading", 180, || {
+            self.leader(&[first.as_str()])
+        });
+        let password = self.kube.secret(&format!("{LATEST}-superuser"), "password");
+        let su = Conn::new(&self.kubelet.ip(&first), "postgres", &password, "postgres");
+        let rows = wait_for("the second clone's rows", 60, || {
+            su.try_query("SELECT count(*) || ' ' || max(batch) FROM clone_rows")
+                .ok()
+        });
+        assert_eq!(rows, "1700 3", "every archived row");
+        figures.push(format!(
+            "clone to the end of the archive (target latest): leader {:.1} s after kubectl apply, 1700 of 1700 rows",
+            t.elapsed().as_secs_f64()
+        ));
+
+        // Gone again, so that the scenarios after this one run beside one cluster only.
+        for clone in [CLONE, LATEST] {
+            self.kube
+                .run(&["delete", "postgrescluster", clone, "--wait=false"]);
+        }
+        for clone in [CLONE, LATEST] {
+            wait_for(&format!("the pods of {clone} gone"), 180, || {
+                self.kube
+                    .list("pods", &format!("pgpilot.io/cluster={clone}"))
+                    .is_empty()
+                    .then_some(())
+            });
+        }
     }
 }
