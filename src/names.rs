@@ -146,6 +146,17 @@ pub fn tls_certificate(cluster: &str) -> String {
 pub fn restore_job(cluster: &str) -> String {
     format!("{cluster}-restore")
 }
+/// The Job of an in-place restore (`spec.restore`), and its ConfigMap: named after the
+/// restore's id, so the Job's existence records that the restore was started.
+pub fn in_place_restore_job(cluster: &str, id: &str) -> String {
+    format!("{cluster}-restore-{}", backup_request_hash(id))
+}
+/// The full backup after an in-place restore.
+pub fn in_place_backup_job(cluster: &str, id: &str) -> String {
+    format!("{}-backup", in_place_restore_job(cluster, id))
+}
+/// Annotation on the roles Job's pod template: the in-place restore it runs after.
+pub const RESTORE_ID_ANNOTATION: &str = "pgpilot.io/restore-id";
 /// The first instance's data volume claim, as the StatefulSet names it (template `pgdata`).
 pub fn first_data_claim(cluster: &str) -> String {
     format!("pgdata-{}-0", statefulset(cluster))

@@ -55,7 +55,7 @@ use sql::{Conn, Session};
 const CLUSTER: &str = "dp";
 const NAMESPACE: &str = "dataplane";
 /// Pod addresses handed out, in order (see `node.rs`).
-const ADDRESSES: u8 = 56;
+const ADDRESSES: u8 = 80;
 
 #[test]
 fn data_plane() {

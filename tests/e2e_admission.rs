@@ -496,3 +496,85 @@ fn restores_are_checked_before_anything_is_stored() {
         &["spec.bootstrap: Forbidden: field is immutable"],
     );
 }
+
+#[test]
+fn in_place_restores_are_checked_before_anything_is_stored() {
+    let ns = E2E.namespace("restore-in-place");
+    let base = "  storage:\n    size: 10Gi\n  backup:\n    pgbackrest:\n      repos:\n        - name: repo1\n          volume:\n            size: 1Gi\n";
+    // Not on a create: a new cluster has nothing to restore in place.
+    let create = db(&format!("{base}  restore:\n    id: one\n    repo: repo1\n"));
+    let run = E2E
+        .kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &create)
+        .failure();
+    assert!(
+        run.stderr.contains("spec.restore: Forbidden")
+            && run.stderr.contains("spec.bootstrap.restore"),
+        "{run}"
+    );
+    assert!(E2E.stored(&ns, "db").is_none());
+    E2E.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &db(base))
+        .success();
+    let patch = |restore: &str| {
+        E2E.kubectl(&[
+            "patch",
+            "-n",
+            &ns,
+            "postgrescluster",
+            "db",
+            "--type=merge",
+            "-p",
+            &format!("{{\"spec\":{{\"restore\":{restore}}}}}"),
+        ])
+    };
+    for (restore, message) in [
+        (
+            r#"{"id":"one","repo":"repo2"}"#,
+            "spec.restore.repo: Invalid value: \"repo2\": is not a repository of this cluster (repo1)",
+        ),
+        (
+            r#"{"id":"one","repo":"repo1","target":{"type":"time","value":"2026-12-01 10:00"}}"#,
+            "spec.restore.target.value: Invalid value",
+        ),
+        (
+            r#"{"id":"has space","repo":"repo1"}"#,
+            "spec.restore.id: Invalid value",
+        ),
+    ] {
+        let run = patch(restore).failure();
+        assert!(run.stderr.contains(message), "{restore}: {run}");
+        assert!(
+            E2E.stored(&ns, "db")
+                .expect("stored")
+                .spec
+                .restore
+                .is_none(),
+            "nothing stored for {restore}"
+        );
+    }
+    // Accepted with a warning that says what is replaced; the stored spec shows the
+    // restore's options.
+    let run =
+        patch(r#"{"id":"one","repo":"repo1","target":{"type":"xid","value":"1234"}}"#).success();
+    assert!(
+        run.stderr.contains("replaces the data of every instance"),
+        "{run}"
+    );
+    let stored = E2E
+        .stored(&ns, "db")
+        .expect("stored")
+        .spec
+        .restore
+        .expect("restore");
+    let options = stored.options.expect("options");
+    assert_eq!(options["type"], "xid");
+    assert_eq!(options["target"], "1234");
+    assert_eq!(options["target-action"], "promote");
+    // The same id for another target is refused.
+    let run =
+        patch(r#"{"id":"one","repo":"repo1","target":{"type":"xid","value":"99999"}}"#).failure();
+    assert!(
+        run.stderr.contains("spec.restore.id: Forbidden")
+            && run.stderr.contains("a different restore needs a new id"),
+        "{run}"
+    );
+}

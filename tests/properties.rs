@@ -242,6 +242,20 @@ fn any_spec() -> impl Strategy<Value = PostgresClusterSpec> {
                 scheduling: None,
                 service: None,
                 paused: None,
+                // The same wild restore, asked for in place as well (refused on a create).
+                restore: restore
+                    .clone()
+                    .map(|(id, repo, target, options)| InPlaceRestore {
+                        id,
+                        repo,
+                        target: target.map(|(type_, value, set, exclusive)| RestoreTarget {
+                            type_,
+                            value,
+                            set,
+                            exclusive,
+                        }),
+                        options,
+                    }),
                 bootstrap: restore.map(|(cluster, repo, target, options)| BootstrapSpec {
                     restore: Some(BootstrapRestore {
                         cluster,

@@ -110,6 +110,15 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapSpec>,
 
+    /// Restores this cluster in place, keeping its name, Services and Secrets, to a point
+    /// of its own backups: every instance's data is replaced. A new `id` asks for a restore,
+    /// which runs once: the instances stop, Patroni's state is reset, Job
+    /// `CLUSTER-restore-HASH` restores the first instance's volume (delta), it starts as the
+    /// leader on a new timeline, and the others are created again from it.
+    /// `status.restore` says how it goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<InPlaceRestore>,
+
     /// While true, pgpilot changes nothing for this cluster: no child object applied, no
     /// configuration sent to Patroni, no restart, rollout or switchover. Status is still
     /// reported (condition `Paused`). For maintenance by hand. Defaults to false.
@@ -413,6 +422,24 @@ pub struct BootstrapRestore {
     pub options: Option<BTreeMap<String, String>>,
 }
 
+/// A restore of a running cluster to a point of its own backups.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InPlaceRestore {
+    /// Names the restore: a new value asks for one (1 to 63 letters, digits or `-_.`).
+    /// Reusing an id for another target is refused.
+    pub id: String,
+    /// The repository of this cluster to restore from.
+    pub repo: String,
+    /// Where recovery stops. Defaults to `type: latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RestoreTarget>,
+    /// The options `pgbackrest restore` runs with, resolved from `target` at admission, as
+    /// for `bootstrap.restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+}
+
 /// The repository of a source cluster that no longer exists: an object store.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -695,6 +722,43 @@ pub struct PostgresClusterStatus {
     /// The backups pgBackRest keeps, as the primary last listed them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupInventory>,
+    /// The in-place restore asked for last (`spec.restore`), and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+impl RestoreStatus {
+    /// Whether the restore has ended (`Succeeded` or `Failed`).
+    pub fn finished(&self) -> bool {
+        matches!(self.phase.as_str(), "Succeeded" | "Failed")
+    }
+}
+
+/// An in-place restore and how it went.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `spec.restore.id`.
+    pub id: String,
+    /// `Stopping` (the instances), `Restoring` (the Job runs), `Starting` (the restored
+    /// instance, alone), `Recreating` (the other instances, from it), then `Succeeded` or
+    /// `Failed`.
+    pub phase: String,
+    /// The restore pgBackRest runs: repository and options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// The timeline the restored cluster runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// What happened, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// pgBackRest's inventory (`pgbackrest info`), listed by the primary after each backup

@@ -129,6 +129,9 @@ pub struct Context {
     /// Per cluster, the newest backup (Unix seconds) a listing of the inventory was last
     /// asked for after, and when.
     listings: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    /// Members asked to re-create themselves after an in-place restore, as
+    /// `namespace/cluster/id/member` (asking again after a restart only copies again).
+    reinitialized: Mutex<std::collections::HashSet<String>>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when this replica stops leading: every reconcile still running is dropped
     /// at its next await, so nothing is sent after the lease may have passed to another.
@@ -155,9 +158,22 @@ impl Context {
             certificates: Mutex::default(),
             reloads: Mutex::default(),
             listings: Mutex::default(),
+            reinitialized: Mutex::default(),
             metrics: settings.metrics.clone(),
             leading,
         })
+    }
+
+    /// Forgets a member marked by `reinitialize_once` (the ask failed: ask again).
+    fn forget_reinitialize(&self, key: &str) {
+        let mut r = self.reinitialized.lock().unwrap_or_else(|p| p.into_inner());
+        r.remove(key);
+    }
+
+    /// Whether `key` was already asked to re-create itself; marks it.
+    fn reinitialize_once(&self, key: String) -> bool {
+        let mut r = self.reinitialized.lock().unwrap_or_else(|p| p.into_inner());
+        !r.insert(key)
     }
 
     fn mark_patched(&self, cluster: &str) {
@@ -487,13 +503,23 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     let mut rendered = render::render(&cluster);
     match (&mut rendered, &bootstrap) {
         (Ok(r), Bootstrap::Waiting(restore)) => {
-            restore::hold(r, &name, false);
+            restore::hold(r, &name, None);
             if let Ok(restore) = restore {
                 r.config_maps.push(restore.config_map.clone());
             }
         }
-        (Ok(r), Bootstrap::Starting(_)) => restore::hold(r, &name, true),
+        (Ok(r), Bootstrap::Starting(_)) => restore::hold(r, &name, Some(1)),
         _ => {}
+    }
+    // An in-place restore: the instances stop, one starts, then all.
+    let in_place = restore::in_place(&scope, &cluster).await?;
+    if let (Ok(r), Some(step)) = (&mut rendered, &in_place) {
+        if let Some(n) = step.instances {
+            restore::hold(r, &name, Some(n));
+        }
+        if let Some(restore) = &step.restore {
+            r.config_maps.push(restore.config_map.clone());
+        }
     }
     let result = match &rendered {
         Ok(_) if paused => {
@@ -567,6 +593,24 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
             "Waiting".into(),
             "the restore starts once the children are applied and the cluster is not paused".into(),
         )),
+    };
+    observation.restore = match in_place {
+        Some(step) if acting => {
+            let stored = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
+            Some(
+                restore::carry_out_in_place(
+                    &scope,
+                    step,
+                    stored,
+                    &pods,
+                    &members,
+                    observation.desired,
+                )
+                .await?,
+            )
+        }
+        Some(step) => Some(step.record),
+        None => None,
     };
     if acting {
         observation.rolling =

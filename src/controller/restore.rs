@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use super::backup::ended;
 use super::status::BOOTSTRAPPED;
 use super::{Error, Scope, members, publish, publish_about};
-use crate::api::{BootstrapRestore, PostgresCluster};
+use crate::api::{BootstrapRestore, PostgresCluster, RestoreStatus};
 use crate::names;
 use crate::render::{self, Rendered, Restore, RestoreSource};
 
@@ -185,22 +185,22 @@ pub async fn stage(scope: &Scope<'_>, cluster: &PostgresCluster) -> Result<Boots
     ))
 }
 
-/// Leaves out of `rendered` what must wait for the restored instance to lead: the roles
-/// Job (it needs a primary), the backup CronJobs (no backup of a cluster that has no data
-/// yet), and the instances: none while the restore runs (`first` false), only the first
-/// once it is restored (`first` true).
-pub fn hold(rendered: &mut Rendered, name: &str, first: bool) {
-    let instances = names::statefulset(name);
+/// Leaves out of `rendered` what must wait for a restored instance to lead: the roles Job
+/// (it needs a primary), the backup CronJobs (no backup of data being replaced), and the
+/// instances: no StatefulSet at all before a new cluster's first volume is restored
+/// (`None`), else `Some(n)` instances.
+pub fn hold(rendered: &mut Rendered, name: &str, instances: Option<i32>) {
+    let statefulset = names::statefulset(name);
     rendered.stateful_sets.retain_mut(|s| {
-        if s.metadata.name.as_deref() != Some(instances.as_str()) {
+        if s.metadata.name.as_deref() != Some(statefulset.as_str()) {
             return true;
         }
         if let Some(spec) = s.spec.as_mut() {
-            spec.replicas = Some(1);
+            spec.replicas = instances;
         }
-        first
+        instances.is_some()
     });
-    if !first {
+    if instances.is_none() {
         rendered.pod_disruption_budgets.clear();
     }
     rendered.cron_jobs.clear();
@@ -278,4 +278,398 @@ pub async fn carry_out(scope: &Scope<'_>, restore: &Restore) -> Result<Condition
             ),
         ),
     })
+}
+
+pub const STOPPING: &str = "Stopping";
+pub const RESTORING: &str = "Restoring";
+pub const STARTING: &str = "Starting";
+pub const BACKING_UP: &str = "BackingUp";
+pub const RECREATING: &str = "Recreating";
+pub const SUCCEEDED: &str = "Succeeded";
+pub const FAILED: &str = "Failed";
+
+/// An in-place restore (`spec.restore`) as this pass finds it.
+pub struct InPlace {
+    /// The record, as it stands before this pass acts.
+    pub record: RestoreStatus,
+    /// How many instances may run: none while they stop and the volume is restored (and
+    /// after a failed restore), one while the restored instance starts; `None`: all.
+    pub instances: Option<i32>,
+    /// The Job and its ConfigMap, while they may still be needed.
+    pub restore: Option<Box<Restore>>,
+    /// The full backup that follows, while it is to be made.
+    pub backup: Option<Job>,
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// Decides, before the children are applied, where the restore stands: from the restore
+/// Job named after the id (the record that it started) and the pods.
+pub async fn in_place(
+    scope: &Scope<'_>,
+    cluster: &PostgresCluster,
+) -> Result<Option<InPlace>, Error> {
+    let Scope {
+        ctx,
+        namespace,
+        name,
+        ..
+    } = *scope;
+    let stored = cluster.status.as_ref().and_then(|s| s.restore.clone());
+    let Some(r) = &cluster.spec.restore else {
+        // After a failed restore the instances stay stopped until one succeeds: the first
+        // volume is half restored, the others hold the data of before.
+        return Ok(stored.filter(|s| s.phase == FAILED).map(|record| InPlace {
+            record,
+            instances: Some(0),
+            restore: None,
+            backup: None,
+        }));
+    };
+    let mut record = match stored.filter(|s| s.id == r.id) {
+        Some(s) if s.finished() => {
+            let instances = (s.phase == FAILED).then_some(0);
+            return Ok(Some(InPlace {
+                record: s,
+                instances,
+                restore: None,
+                backup: None,
+            }));
+        }
+        Some(s) => s,
+        None => RestoreStatus {
+            id: r.id.clone(),
+            phase: STOPPING.into(),
+            target: Some(format!(
+                "{} {}",
+                r.repo,
+                r.options
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            start_time: Some(now()),
+            ..Default::default()
+        },
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let job_name = names::in_place_restore_job(name, &r.id);
+    let job = jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(|e| Error::List("Job".into(), e))?;
+    let mut backup = None;
+    let (instances, restore) = match (&job, job.as_ref().and_then(ended)) {
+        (_, Some(e)) if !e.succeeded => {
+            record.phase = FAILED.into();
+            record.completion_time = Some(now());
+            record.message = Some(format!(
+                "Job {job_name} failed ({}: {}); its pods' logs say why. The instances stay stopped until a restore succeeds: the other instances' volumes and the repository hold the data of before (a restore with type latest and the former timeline brings it back)",
+                e.reason, e.message
+            ));
+            (Some(0), None)
+        }
+        (_, Some(_)) => {
+            let pods = members::pods(&ctx.client, namespace, name).await?;
+            if members::labelled_primary(&pods).is_none() {
+                record.phase = STARTING.into();
+                record.message = Some(
+                    "the restored instance starts under Patroni; the others follow once it leads and is backed up"
+                        .into(),
+                );
+                (Some(1), None)
+            } else if record.phase == RECREATING {
+                (None, None)
+            } else {
+                // A backup of the restored timeline first: replicas are created from the
+                // newest backup, which must not be one of the replaced data.
+                let backup_name = names::in_place_backup_job(name, &r.id);
+                let found = jobs
+                    .get_opt(&backup_name)
+                    .await
+                    .map_err(|e| Error::List("Job".into(), e))?;
+                match found.as_ref().and_then(ended) {
+                    Some(e) if e.succeeded => {
+                        record.phase = RECREATING.into();
+                        record.message = Some(format!(
+                            "the restored instance leads and Job {backup_name} backed it up; the others are created again from it"
+                        ));
+                        (None, None)
+                    }
+                    Some(e) => {
+                        record.phase = BACKING_UP.into();
+                        record.message = Some(format!(
+                            "Job {backup_name}, the backup of the restored timeline, failed ({}: {}); the other instances wait for it. Delete the Job to try again",
+                            e.reason, e.message
+                        ));
+                        (Some(1), None)
+                    }
+                    None => {
+                        record.phase = BACKING_UP.into();
+                        record.message = Some(format!(
+                            "Job {backup_name} backs up the restored timeline; the other instances wait for it"
+                        ));
+                        if found.is_none() {
+                            backup = render::restore_backup_job(cluster)
+                                .map_err(|e| Error::Generate(backup_name.clone(), e.to_string()))?;
+                        }
+                        (Some(1), None)
+                    }
+                }
+            }
+        }
+        (Some(_), None) => {
+            record.phase = RESTORING.into();
+            record.message = Some(format!(
+                "Job {job_name} restores the first instance's volume"
+            ));
+            (Some(0), Some(render::in_place_restore(cluster)))
+        }
+        (None, None) => {
+            record.phase = STOPPING.into();
+            record.message = Some("the instances stop".into());
+            (Some(0), Some(render::in_place_restore(cluster)))
+        }
+    };
+    let restore = match restore {
+        Some(Ok(r)) => Some(Box::new(r)),
+        Some(Err(e)) => {
+            record.phase = FAILED.into();
+            record.message = Some(format!("the restore Job cannot be rendered: {e}"));
+            None
+        }
+        None => None,
+    };
+    Ok(Some(InPlace {
+        record,
+        instances,
+        restore,
+        backup,
+    }))
+}
+
+/// Patroni's state in the DCS (leader, configuration with the initialize key and the last
+/// known position, synchronous standbys, failover): reset, so that the restored instance,
+/// far behind any position recorded before, takes the leader key as a new cluster's first
+/// member does. Only ever called with every instance stopped.
+async fn reset_patroni(scope: &Scope<'_>) -> Result<(), Error> {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let Scope {
+        ctx,
+        namespace,
+        name,
+        ..
+    } = *scope;
+    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), namespace);
+    for object in [
+        name.to_owned(),
+        format!("{name}-config"),
+        names::patroni_sync(name),
+        format!("{name}-failover"),
+    ] {
+        match api.delete(&object, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::Delete(format!("Endpoints/{object}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Carries the restore one step further; returns the record as this pass leaves it.
+pub async fn carry_out_in_place(
+    scope: &Scope<'_>,
+    step: InPlace,
+    stored: Option<&RestoreStatus>,
+    pods: &[k8s_openapi::api::core::v1::Pod],
+    patroni_members: &[crate::patroni::member::Member],
+    desired: i32,
+) -> Result<RestoreStatus, Error> {
+    let Scope {
+        ctx,
+        obj,
+        namespace,
+        name,
+    } = *scope;
+    let mut record = step.record;
+    match record.phase.as_str() {
+        STOPPING if pods.is_empty() => {
+            let Some(restore) = &step.restore else {
+                return Ok(record);
+            };
+            reset_patroni(scope).await?;
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+            let job_name = restore.job.name_any();
+            if jobs
+                .get_opt(&job_name)
+                .await
+                .map_err(|e| Error::List("Job".into(), e))?
+                .is_none()
+            {
+                jobs.create(&PostParams::default(), &restore.job)
+                    .await
+                    .map_err(|e| Error::Apply(format!("Job/{job_name}"), e))?;
+            }
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Restoring",
+                format!("restore {}: the instances stopped; Job {job_name} restores the first instance's volume", record.id),
+            )
+            .await;
+            record.phase = RESTORING.into();
+            record.message = Some(format!(
+                "Job {job_name} restores the first instance's volume"
+            ));
+        }
+        BACKING_UP => {
+            if let Some(job) = &step.backup {
+                let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+                let job_name = job.name_any();
+                match jobs.create(&PostParams::default(), job).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(Error::Apply(format!("Job/{job_name}"), e)),
+                }
+            }
+        }
+        FAILED if stored.is_none_or(|s| s.id != record.id || s.phase != FAILED) => {
+            let message = record.message.clone().unwrap_or_default();
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "RestoreFailed",
+                format!("restore {}: {message}", record.id),
+            )
+            .await;
+        }
+        RECREATING => {
+            let Some(leader) = crate::patroni::member::leader(patroni_members) else {
+                return Ok(record);
+            };
+            let timeline = leader.status.as_ref().and_then(|s| s.timeline);
+            let writer = match super::converge::writer(ctx, namespace, name).await {
+                Ok(w) => w,
+                Err((_, message)) => {
+                    record.message = Some(message);
+                    return Ok(record);
+                }
+            };
+            let mut waiting = Vec::new();
+            for m in patroni_members.iter().filter(|m| m.name != leader.name) {
+                let key = format!("{namespace}/{name}/{}/{}", record.id, m.name);
+                if !ctx.reinitialize_once(key.clone()) {
+                    let asked = match m.ip {
+                        Some(ip) => writer.reinitialize(&super::converge::endpoint(ip)).await,
+                        None => {
+                            ctx.forget_reinitialize(&key);
+                            waiting.push(format!("{} has no address yet", m.name));
+                            continue;
+                        }
+                    };
+                    if let Err(e) = asked {
+                        ctx.forget_reinitialize(&key);
+                        waiting.push(format!("{}: {e}", m.name));
+                    } else {
+                        waiting.push(format!("{} is being created again", m.name));
+                    }
+                    continue;
+                }
+                let follows = m
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.is_running() && s.timeline == timeline && s.is_streaming());
+                if !follows {
+                    waiting.push(format!("{} is not streaming yet", m.name));
+                }
+            }
+            if patroni_members.len() < usize::try_from(desired).unwrap_or(0) {
+                waiting.push(format!(
+                    "{} of {desired} instances exist",
+                    patroni_members.len()
+                ));
+            }
+            if waiting.is_empty() {
+                record.phase = SUCCEEDED.into();
+                record.completion_time = Some(now());
+                record.timeline = timeline;
+                record.message = Some(format!(
+                    "every instance runs the restored data, on timeline {}",
+                    timeline.unwrap_or_default()
+                ));
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "Restored",
+                    format!(
+                        "restore {}: {}",
+                        record.id,
+                        record.message.clone().unwrap_or_default()
+                    ),
+                )
+                .await;
+            } else {
+                record.message = Some(format!(
+                    "the restored instance {} leads; {}",
+                    leader.name,
+                    waiting.join("; ")
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered() -> (Rendered, String) {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/manifests/samples/ha-backup-pooler.yaml"
+        ))
+        .unwrap();
+        let mut c = crate::manifest::from_yaml_stream(&text).unwrap().remove(0);
+        c.spec = crate::resolve::resolve(&c.spec, None, &crate::config::Config::default());
+        c.metadata.namespace = Some("db".into());
+        let name = c.metadata.name.clone().unwrap();
+        (render::render(&c).unwrap(), name)
+    }
+
+    #[test]
+    fn holding_keeps_the_repository_host_and_sets_the_instances() {
+        let (mut r, name) = rendered();
+        assert_eq!(r.stateful_sets.len(), 2);
+        hold(&mut r, &name, None);
+        let names: Vec<_> = r
+            .stateful_sets
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            [names::repo_host(&name)],
+            "no instances before the restore"
+        );
+        assert!(r.jobs.is_empty() && r.cron_jobs.is_empty() && r.pod_disruption_budgets.is_empty());
+
+        let (mut r, name) = rendered();
+        hold(&mut r, &name, Some(1));
+        let instances = r
+            .stateful_sets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(names::statefulset(&name).as_str()))
+            .unwrap();
+        assert_eq!(instances.spec.as_ref().unwrap().replicas, Some(1));
+        assert!(r.jobs.is_empty() && r.cron_jobs.is_empty());
+    }
 }

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
     BackupInventory, ClusterMember, InstancesStatus, LastBackup, LastSwitchover, Phase,
-    PostgresClusterStatus,
+    PostgresClusterStatus, RestoreStatus,
 };
 
 pub const RESOLVED: &str = "Resolved";
@@ -53,6 +53,8 @@ pub struct Observation {
     pub inventory: Option<BackupInventory>,
     /// `Bootstrapped` (status, reason, message); `None` for a cluster made by `initdb`.
     pub bootstrap: Option<(&'static str, String, String)>,
+    /// The in-place restore as this pass left it; `None` keeps the stored record.
+    pub restore: Option<RestoreStatus>,
 }
 
 impl Default for Observation {
@@ -75,6 +77,7 @@ impl Default for Observation {
             backup: None,
             inventory: None,
             bootstrap: None,
+            restore: None,
         }
     }
 }
@@ -134,7 +137,19 @@ pub fn status(
         .archiving
         .as_ref()
         .filter(|(status, _, _)| *status == "False");
-    let ready = if let (true, Some((_, _, message))) = (all_ready, archiving_failed) {
+    // An in-place restore that has not ended replaces the instances' data: never Ready.
+    let restoring = o.restore.as_ref().filter(|r| !r.finished());
+    let ready = if let Some(r) = restoring {
+        Err((
+            "Restoring".to_owned(),
+            format!(
+                "restore {} ({}): {}",
+                r.id,
+                r.phase,
+                r.message.clone().unwrap_or_default()
+            ),
+        ))
+    } else if let (true, Some((_, _, message))) = (all_ready, archiving_failed) {
         Err(("ArchivingFailed".to_owned(), message.clone()))
     } else if all_ready {
         Ok(())
@@ -163,7 +178,7 @@ pub fn status(
     );
     let phase = if o.resolved.is_err() || (o.reconciled.is_err() && !o.paused) {
         Phase::Failed
-    } else if o.rolling.is_err() {
+    } else if o.rolling.is_err() || restoring.is_some() {
         Phase::Updating
     } else if all_ready && archiving_failed.is_some() {
         Phase::Degraded
@@ -297,6 +312,10 @@ pub fn status(
                 .clone()
                 .or_else(|| old.and_then(|s| s.backups.clone()))
         }),
+        restore: o
+            .restore
+            .clone()
+            .or_else(|| old.and_then(|s| s.restore.clone())),
     }
 }
 

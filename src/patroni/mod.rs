@@ -196,6 +196,15 @@ impl Client {
             .map(drop)
     }
 
+    /// `POST /reinitialize` on a replica: Patroni removes its data directory and creates
+    /// it again from the leader. Answers once the re-creation has started.
+    pub async fn reinitialize(&self, at: &Endpoint) -> Result<(), Error> {
+        let body = serde_json::json!({ "force": true });
+        self.call(Method::POST, at, "/reinitialize", Some(&body), self.timeout)
+            .await
+            .map(drop)
+    }
+
     /// `POST /switchover` to the current leader's API.
     pub async fn switchover(
         &self,

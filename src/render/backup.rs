@@ -353,3 +353,24 @@ pub fn request_job(c: &Cluster, value: &str) -> Result<Option<Job>, RenderError>
     )
     .map(Some)
 }
+
+/// The full backup that follows an in-place restore (`spec.restore`): the restored timeline
+/// gets a backup of its own before the other instances are created again (pgBackRest's
+/// newest backup would otherwise be one of the replaced data). The on-demand backup's Job,
+/// named after the restore and labelled as the restore's, so neither the backup requests
+/// nor the rendered Jobs count it as theirs.
+pub fn restore_backup_job(c: &Cluster) -> Result<Option<Job>, RenderError> {
+    let Some(r) = &c.spec.restore else {
+        return Ok(None);
+    };
+    let value = format!("{}:{}", r.repo, BackupType::Full.pgbackrest_type());
+    let Some(mut job) = request_job(c, &value)? else {
+        return Ok(None);
+    };
+    job.metadata.name = Some(names::in_place_backup_job(c.name, &r.id));
+    job.metadata.annotations = None;
+    let labels = job.metadata.labels.get_or_insert_default();
+    labels.remove(names::BACKUP_REQUEST_LABEL);
+    labels.insert(names::RESTORE_LABEL.into(), c.name.into());
+    Ok(Some(job))
+}

@@ -247,7 +247,45 @@ pub fn backup_request_job(
 /// the controller makes them only while the cluster waits for its first instance.
 pub fn restore(cluster: &PostgresCluster, source: &RestoreSource) -> Result<Restore, RenderError> {
     let c = Cluster::of(cluster)?;
-    restore::render(&c, source, &patroni::dynamic_config(&c)?)
+    restore::render(
+        &c,
+        source,
+        restore::Mode::Bootstrap,
+        &patroni::dynamic_config(&c)?,
+    )
+}
+
+/// The full backup Job that follows the in-place restore `spec.restore` asks for (see
+/// `backup::restore_backup_job`).
+pub fn restore_backup_job(
+    cluster: &PostgresCluster,
+) -> Result<Option<k8s_openapi::api::batch::v1::Job>, RenderError> {
+    backup::restore_backup_job(&Cluster::of(cluster)?)
+}
+
+/// The Job and ConfigMap of the in-place restore `spec.restore` asks for, reading the
+/// cluster's own repository (see `restore`). Made once per restore id, never re-applied.
+pub fn in_place_restore(cluster: &PostgresCluster) -> Result<Restore, RenderError> {
+    let c = Cluster::of(cluster)?;
+    let r = need(&c.spec.restore, "spec.restore")?;
+    let repo = c
+        .spec
+        .backup_repos()
+        .iter()
+        .find(|x| x.name == r.repo)
+        .ok_or(RenderError::NotResolved(
+            "a repository of the spec in spec.restore.repo",
+        ))?;
+    let source = RestoreSource {
+        cluster: c.name,
+        repo,
+    };
+    restore::render(
+        &c,
+        &source,
+        restore::Mode::InPlace,
+        &patroni::dynamic_config(&c)?,
+    )
 }
 
 impl<'a> Cluster<'a> {

@@ -24,7 +24,9 @@ use super::patroni::STANZA;
 use super::pgbackrest::{repo_index, storage};
 use super::pod::{container_security, pod_security, scheduling, secret_env, tmp_volume};
 use super::{Cluster, RenderError, build, component, need};
-use crate::api::{BackupRepo, BootstrapRestore};
+use std::collections::BTreeMap;
+
+use crate::api::BackupRepo;
 use crate::names;
 
 pub const CONFIG: &str = "pgbackrest.conf";
@@ -45,12 +47,36 @@ pub struct Restore {
     pub job: Job,
 }
 
-fn request<'a>(c: &Cluster<'a>) -> Result<&'a BootstrapRestore, RenderError> {
-    c.spec
-        .bootstrap
-        .as_ref()
-        .and_then(|b| b.restore.as_ref())
-        .ok_or(RenderError::NotResolved("spec.bootstrap.restore"))
+/// Which restore: of a new cluster's first instance (its volume is empty), or of a
+/// running cluster in place (the first instance's volume is restored with `--delta`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Bootstrap,
+    InPlace,
+}
+
+/// The Job's name and the resolved options of the restore `mode` asks for.
+fn request<'a>(
+    c: &Cluster<'a>,
+    mode: Mode,
+) -> Result<(String, &'a BTreeMap<String, String>), RenderError> {
+    match mode {
+        Mode::Bootstrap => {
+            let r = c
+                .spec
+                .bootstrap
+                .as_ref()
+                .and_then(|b| b.restore.as_ref())
+                .ok_or(RenderError::NotResolved("spec.bootstrap.restore"))?;
+            let options = need(&r.options, "spec.bootstrap.restore.options")?;
+            Ok((names::restore_job(c.name), options))
+        }
+        Mode::InPlace => {
+            let r = need(&c.spec.restore, "spec.restore")?;
+            let options = need(&r.options, "spec.restore.options")?;
+            Ok((names::in_place_restore_job(c.name, &r.id), options))
+        }
+    }
 }
 
 /// `pgbackrest.conf` of the Job: the source repository only.
@@ -100,13 +126,20 @@ fn sql() -> String {
 
 /// The arguments of `restore.sh`: data directory, binaries, major, then pgBackRest's
 /// options (the repository, and those resolved from the target, in order).
-fn args(c: &Cluster, source: &Source) -> Result<Vec<String>, RenderError> {
-    let r = request(c)?;
+fn args(
+    c: &Cluster,
+    source: &Source,
+    mode: Mode,
+    options: &BTreeMap<String, String>,
+) -> Result<Vec<String>, RenderError> {
     let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
-    let options = need(&r.options, "spec.bootstrap.restore.options")?;
     let mut out = vec![
         "sh".into(),
         format!("{}/{SCRIPT}", super::PGBACKREST_CONFIG_DIR),
+        match mode {
+            Mode::Bootstrap => "bootstrap".into(),
+            Mode::InPlace => "in-place".into(),
+        },
         super::data_dir(major),
         super::bin_dir(major),
         major.to_string(),
@@ -133,9 +166,10 @@ fn args(c: &Cluster, source: &Source) -> Result<Vec<String>, RenderError> {
 pub fn render(
     c: &Cluster,
     source: &Source,
+    mode: Mode,
     dynamic_config: &Value,
 ) -> Result<Restore, RenderError> {
-    let name = names::restore_job(c.name);
+    let (name, options) = request(c, mode)?;
     let image = need(&c.spec.image, "spec.image")?;
     let mut meta = c.meta(name.clone(), component::RESTORE);
     meta.labels
@@ -210,7 +244,7 @@ pub fn render(
         "containers": [{
             "name": "restore",
             "image": image,
-            "command": args(c, source)?,
+            "command": args(c, source, mode, options)?,
             "env": access.env,
             "volumeMounts": access.mounts,
             "resources": need(&c.spec.resources, "spec.resources")?,

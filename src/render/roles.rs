@@ -206,10 +206,16 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     // Wait until the primary accepts writes, then apply the script in one psql session.
     let command = "until [ \"$(psql -XtAc 'SELECT pg_is_in_recovery()' 2>/dev/null)\" = f ]; do echo 'waiting for the primary'; sleep 5; done\n\
 printf '%s\\n' \"$PGPILOT_SQL\" | psql -X -f -";
+    // An in-place restore brings back the roles of its target: the Job runs again after
+    // each one (its id is part of the template, and so of the Job's name).
+    let mut template_meta = json!({ "labels": c.labels(component::ROLES) });
+    if let Some(r) = &c.spec.restore {
+        template_meta["annotations"] = json!({ names::RESTORE_ID_ANNOTATION: r.id });
+    }
     let spec: Value = json!({
             "backoffLimit": 6,
             "template": {
-                "metadata": { "labels": c.labels(component::ROLES) },
+                "metadata": template_meta,
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": false,

@@ -732,6 +732,7 @@ fn a_restore_reads_a_volume_repository_through_the_sources_repository_host() {
         [
             "sh",
             "/etc/pgbackrest/restore.sh",
+            "bootstrap",
             &data_dir,
             &bin_dir,
             &major,
@@ -808,4 +809,51 @@ fn a_restore_reads_an_object_store_under_the_sources_path_with_its_keys() {
     );
     // An object-store key never rides along in the file.
     assert!(!conf.contains("key="), "{conf}");
+}
+
+#[test]
+fn an_in_place_restore_reads_the_clusters_own_repository_and_is_named_after_its_id() {
+    let mut c = sample("ha-backup-pooler");
+    c.spec.restore = Some(serde_yaml::from_str("{id: before-migration, repo: repo1}").unwrap());
+    c.spec = resolve(&c.spec, None, &Config::default());
+    let name = name_of(&c);
+    let r = in_place_restore(&c).unwrap();
+    let job_name = crate::names::in_place_restore_job(&name, "before-migration");
+    assert_eq!(r.job.metadata.name.as_deref(), Some(job_name.as_str()));
+    let job = serde_json::to_value(&r.job).unwrap();
+    let command = job["spec"]["template"]["spec"]["containers"][0]["command"].to_string();
+    assert!(
+        command.contains("\"in-place\"") && command.contains("\"--repo=1\""),
+        "{command}"
+    );
+    let volumes = job["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(
+        volumes.contains(&format!("\"claimName\":\"pgdata-{name}-0\"")),
+        "{volumes}"
+    );
+    // Its own object store, under its own path, with its own keys.
+    let conf = &r.config_map.data.as_ref().unwrap()["pgbackrest.conf"];
+    assert!(
+        conf.contains(&format!("repo1-path=/pgbackrest/db/{name}/repo1\n")),
+        "{conf}"
+    );
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("orders-s3-credentials"), "{env}");
+
+    // The backup that follows: the scheduled backups' Job, counted as the restore's.
+    let backup = restore_backup_job(&c).unwrap().expect("a backup Job");
+    assert_eq!(
+        backup.metadata.name.as_deref(),
+        Some(format!("{job_name}-backup").as_str())
+    );
+    let labels = backup.metadata.labels.unwrap();
+    assert_eq!(labels[crate::names::RESTORE_LABEL], name);
+    assert!(!labels.contains_key(crate::names::BACKUP_REQUEST_LABEL));
+    assert!(backup.metadata.annotations.is_none());
+
+    // The roles Job runs again after each restore (the restored roles are the target's).
+    let roles = |c: &PostgresCluster| render(c).unwrap().jobs[0].metadata.name.clone();
+    let mut other = c.clone();
+    other.spec.restore.as_mut().unwrap().id = "another".into();
+    assert_ne!(roles(&c), roles(&other));
 }

@@ -203,17 +203,10 @@ pub fn resolve(
     svc.load_balancer_source_ranges.get_or_insert_default();
 
     if let Some(r) = out.bootstrap.as_mut().and_then(|b| b.restore.as_mut()) {
-        let target = r.target.get_or_insert_default();
-        let kind = *target.type_.get_or_insert(RestoreTargetType::Latest);
-        if kind.may_exclude() {
-            target.exclusive.get_or_insert(false);
-        }
-        // Written where absent, never over the user's: a stored option that disagrees with
-        // the target is for validation to report, not to be replaced silently.
-        let options = r.options.get_or_insert_default();
-        for (k, v) in restore::options(target) {
-            options.entry(k).or_insert(v);
-        }
+        restore::resolve(&mut r.target, &mut r.options);
+    }
+    if let Some(r) = out.restore.as_mut() {
+        restore::resolve(&mut r.target, &mut r.options);
     }
 
     out.paused.get_or_insert(false);

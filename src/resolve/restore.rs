@@ -30,6 +30,21 @@ pub fn recovery_time(value: &str) -> Option<String> {
     Some(format!("{}+00", utc.replacen('T', " ", 1)))
 }
 
+/// Writes the default target and the options it resolves to, where absent: never over the
+/// user's, since a stored option that disagrees with the target is for validation to report,
+/// not to be replaced silently.
+pub fn resolve(target: &mut Option<RestoreTarget>, options: &mut Option<BTreeMap<String, String>>) {
+    let target = target.get_or_insert_default();
+    let kind = *target.type_.get_or_insert(RestoreTargetType::Latest);
+    if kind.may_exclude() {
+        target.exclusive.get_or_insert(false);
+    }
+    let options = options.get_or_insert_default();
+    for (k, v) in self::options(target) {
+        options.entry(k).or_insert(v);
+    }
+}
+
 /// The options `target` resolves to. A `time` that does not parse is passed through as
 /// written: validation reports it.
 pub fn options(target: &RestoreTarget) -> BTreeMap<String, String> {

@@ -49,6 +49,7 @@ pub fn validate(new: &PostgresCluster, old: Option<&PostgresCluster>) -> Outcome
     operations::check(new, old, &mut e);
     spec(&new.spec, &mut e);
     restore::bootstrap(new, old, &mut e);
+    restore::in_place(new, old, &mut e);
     if let Some(old) = old {
         update::transition(&new.spec, &old.spec, &mut e);
         restart::parameters(&new.spec, &old.spec, &mut e);
@@ -137,6 +138,13 @@ fn child_names(name: &str, spec: &PostgresClusterSpec) -> Vec<(String, &'static 
     ];
     if spec.bootstrap.as_ref().is_some_and(|b| b.restore.is_some()) {
         out.push((names::restore_job(name), "Job", names::LABEL_MAX));
+    }
+    if spec.restore.is_some() {
+        out.push((
+            names::in_place_backup_job(name, "x"),
+            "Job",
+            names::LABEL_MAX,
+        ));
     }
     if !spec.backup_repos().is_empty() {
         // On-demand backups (`pgpilot.io/backup`): one Job per request, a hash in its name.

@@ -3,7 +3,9 @@
 //! point (a time without an offset, `set` with a target it does not bound, options that
 //! disagree with the target) is refused before anything is stored.
 
-use crate::api::{BootstrapRestore, PostgresCluster, RestoreTarget, RestoreTargetType};
+use std::collections::BTreeMap;
+
+use crate::api::{PostgresCluster, RestoreTarget, RestoreTargetType};
 use crate::names;
 use crate::resolve::restore::{self as resolved, DERIVED_OPTIONS, USER_OPTIONS};
 
@@ -60,7 +62,7 @@ pub fn bootstrap(c: &PostgresCluster, old: Option<&PostgresCluster>, e: &mut Err
     let default = RestoreTarget::default();
     let target = r.target.as_ref().unwrap_or(&default);
     self::target(&p.child("target"), target, e);
-    self::options(&p.child("options"), r, target, e);
+    self::options(&p.child("options"), r.options.as_ref(), target, e);
     if old.is_some() {
         return;
     }
@@ -152,6 +154,49 @@ fn value(p: &Path, kind: RestoreTargetType, v: &str, e: &mut Errors) {
     }
 }
 
+/// A time target needs a backup that ended before it (pgBackRest compares whole seconds):
+/// refused when the inventory in the stored status lists backups of `repo` and none did.
+/// Backups taken since the listing end later still, so the rule never refuses a time a
+/// backup could serve; one expired since may still let a time pass, and the Job says so.
+fn backup_before(
+    p: &Path,
+    old: &PostgresCluster,
+    repo: &str,
+    target: &RestoreTarget,
+    e: &mut Errors,
+) {
+    use k8s_openapi::jiff::Timestamp;
+    let (Some(RestoreTargetType::Time), Some(value)) = (target.type_, &target.value) else {
+        return;
+    };
+    let Some(at) =
+        resolved::recovery_time(value).and_then(|_| value.trim().parse::<Timestamp>().ok())
+    else {
+        return;
+    };
+    let listed = old
+        .status
+        .as_ref()
+        .and_then(|s| s.backups.as_ref())
+        .and_then(|b| b.repos.iter().find(|x| x.name == repo));
+    let stops: Vec<Timestamp> = listed
+        .map(|x| &x.backups)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.stop.as_deref()?.parse().ok())
+        .collect();
+    let Some(earliest) = stops.iter().min() else {
+        return;
+    };
+    if stops.iter().all(|s| s.as_second() >= at.as_second()) {
+        e.invalid_str(
+            p,
+            value,
+            format!("no backup in {repo} ended before this time (the earliest ended at {earliest}): pgBackRest could not restore to it"),
+        );
+    }
+}
+
 /// `20261201-101500F`, or an incremental or differential `20261201-101500F_20261201-111500I`.
 fn is_backup_label(s: &str) -> bool {
     let stamp = |t: &str| {
@@ -169,8 +214,13 @@ fn is_backup_label(s: &str) -> bool {
 }
 
 /// The stored options say what the target says, plus only the options a user may add.
-fn options(p: &Path, r: &BootstrapRestore, target: &RestoreTarget, e: &mut Errors) {
-    let Some(stored) = &r.options else { return };
+fn options(
+    p: &Path,
+    stored: Option<&BTreeMap<String, String>>,
+    target: &RestoreTarget,
+    e: &mut Errors,
+) {
+    let Some(stored) = stored else { return };
     let derived = resolved::options(target);
     for (k, v) in stored {
         let kp = p.key(k);
@@ -204,6 +254,84 @@ fn options(p: &Path, r: &BootstrapRestore, target: &RestoreTarget, e: &mut Error
     for k in derived.keys().filter(|k| !stored.contains_key(*k)) {
         e.required(&p.key(k), "derived from the target; resolved at admission");
     }
+}
+
+/// `spec.restore`: a repository of this cluster, a target as for `bootstrap.restore`, an id
+/// that names one restore. Only on a cluster that exists, and not while another runs.
+pub fn in_place(c: &PostgresCluster, old: Option<&PostgresCluster>, e: &mut Errors) {
+    let Some(r) = &c.spec.restore else { return };
+    let p = Path::new("spec").child("restore");
+    let Some(old) = old else {
+        return e.forbidden(
+            &p,
+            "a new cluster has nothing to restore in place; to start it from a backup, use spec.bootstrap.restore",
+        );
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if r.id.is_empty() || r.id.len() > 63 || !r.id.chars().all(plain) {
+        e.invalid_str(
+            &p.child("id"),
+            &r.id,
+            "must be 1 to 63 letters, digits or '-_.', such as 2026-12-01-before-migration",
+        );
+    }
+    let repos: Vec<&str> = c
+        .spec
+        .backup_repos()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    if !repos.contains(&r.repo.as_str()) {
+        e.invalid_str(
+            &p.child("repo"),
+            &r.repo,
+            if repos.is_empty() {
+                "the cluster has no backup repository to restore from".to_owned()
+            } else {
+                format!("is not a repository of this cluster ({})", repos.join(", "))
+            },
+        );
+    }
+    let default = RestoreTarget::default();
+    let target = r.target.as_ref().unwrap_or(&default);
+    self::target(&p.child("target"), target, e);
+    self::options(&p.child("options"), r.options.as_ref(), target, e);
+    self::backup_before(&p.child("target").child("value"), old, &r.repo, target, e);
+
+    let before = old.spec.restore.as_ref();
+    if before.is_some_and(|b| b.id == r.id) {
+        if before != Some(r) {
+            e.forbidden(
+                &p.child("id"),
+                format!("restore {:?} was asked for with another repository or target; a different restore needs a new id", r.id),
+            );
+        }
+        return;
+    }
+    // A new id: a new restore.
+    let running = old
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.as_ref())
+        .filter(|s| !s.finished());
+    if let Some(running) = running {
+        return e.forbidden(
+            &p.child("id"),
+            format!("restore {:?} is running ({}); ask for another once status.restore.phase is Succeeded or Failed", running.id, running.phase),
+        );
+    }
+    let timeline = old
+        .status
+        .as_ref()
+        .and_then(|s| s.members.iter().find_map(|m| m.timeline))
+        .map_or(String::new(), |t| format!(" --target-timeline={t}"));
+    e.warn(
+        &p,
+        format!(
+            "restore {:?} replaces the data of every instance with {}'s backup: the instances stop, the first one is restored and leads on a new timeline, the others are created again from it. What the cluster holds now stays in {} (a restore with type latest{timeline} brings it back)",
+            r.id, r.repo, r.repo
+        ),
+    );
 }
 
 #[cfg(test)]

@@ -1696,3 +1696,106 @@ fn bootstrap_cannot_change_after_creation() {
             .all(|w| !w.contains("restores it"))
     );
 }
+
+/// `base()` as stored, and the same cluster asking for `restore` (YAML of `spec.restore`).
+fn restore_request(restore: &str) -> (PostgresCluster, PostgresCluster) {
+    let old = base();
+    let mut spec = old.spec.clone();
+    spec.restore = Some(serde_yaml::from_str(restore).unwrap());
+    let new = PostgresCluster::new("demo", resolve(&spec, Some(&old.spec), &Config::default()));
+    (old, new)
+}
+
+#[test]
+fn an_in_place_restore_needs_a_stored_cluster_and_one_of_its_repositories() {
+    let (old, new) =
+        restore_request("{id: one, repo: repo1, target: {type: lsn, value: '0/3000060'}}");
+    let outcome = validate(&new, Some(&old));
+    assert!(outcome.is_valid(), "{:?}", outcome.errors);
+    assert!(
+        outcome
+            .warnings
+            .iter()
+            .any(|w| w.contains("replaces the data of every instance"))
+    );
+    assert!(
+        errors(&new, None)
+            .iter()
+            .any(|e| e.starts_with("spec.restore: Forbidden"))
+    );
+    let (old, new) = restore_request("{id: one, repo: repo3}");
+    assert!(
+        errors(&new, Some(&old))
+            .iter()
+            .any(|e| e.contains("spec.restore.repo") && e.contains("(repo1)")),
+    );
+}
+
+#[test]
+fn an_in_place_restore_runs_once_per_id_and_one_at_a_time() {
+    let (mut old, new) = restore_request("{id: one, repo: repo1}");
+    // Stored with that id: the same request again is quiet, another target is refused.
+    old.spec.restore = new.spec.restore.clone();
+    assert!(validate(&new, Some(&old)).is_valid());
+    assert!(
+        validate(&new, Some(&old))
+            .warnings
+            .iter()
+            .all(|w| !w.contains("replaces"))
+    );
+    let (_, other) = restore_request("{id: one, repo: repo1, target: {type: name, value: before}}");
+    assert!(
+        errors(&other, Some(&old))
+            .iter()
+            .any(|e| e.contains("spec.restore.id: Forbidden") && e.contains("new id"))
+    );
+    // A new id while the last one runs is refused.
+    old.status = Some(PostgresClusterStatus {
+        restore: Some(RestoreStatus {
+            id: "one".into(),
+            phase: "Restoring".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (_, next) = restore_request("{id: two, repo: repo1}");
+    assert!(
+        errors(&next, Some(&old))
+            .iter()
+            .any(|e| e.contains("is running (Restoring)"))
+    );
+}
+
+#[test]
+fn a_time_no_listed_backup_ended_before_is_refused() {
+    let (mut old, new) = restore_request(
+        "{id: one, repo: repo1, target: {type: time, value: '2026-12-01T10:00:00Z'}}",
+    );
+    let listed = |stop: &str| {
+        Some(PostgresClusterStatus {
+            backups: Some(BackupInventory {
+                repos: vec![RepoInventory {
+                    name: "repo1".into(),
+                    backups: vec![BackupEntry {
+                        label: "20261201-095959F".into(),
+                        type_: "full".into(),
+                        stop: Some(stop.into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    // Ended in the same second: pgBackRest compares whole seconds.
+    old.status = listed("2026-12-01T10:00:00.4Z");
+    assert!(
+        errors(&new, Some(&old))
+            .iter()
+            .any(|e| e.contains("no backup in repo1 ended before this time")),
+    );
+    old.status = listed("2026-12-01T09:59:59Z");
+    assert!(validate(&new, Some(&old)).is_valid());
+}

@@ -109,7 +109,7 @@ pub fn write_hosts(file: &Path, entries: &[(String, String)]) {
         .expect("writing the hosts file");
 }
 
-const HOSTS_SIZE: usize = 4096;
+const HOSTS_SIZE: usize = 8192;
 
 pub fn run(program: &str, args: &[&str]) {
     let status = Command::new(program)

@@ -27,7 +27,148 @@ fn labels(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// `status.restore` of the clone.
+fn restore_record(h: &Harness) -> Value {
+    h.kube
+        .get("postgrescluster", CLONE)
+        .map(|c| c["status"]["restore"].clone())
+        .unwrap_or_default()
+}
+
 impl Harness {
+    /// The clone restored in place to a time between a fourth and a fifth batch: the same
+    /// name, Services and Secrets, clients reconnect with the same password, exactly the
+    /// rows of the target on every instance; asking again with the same id does nothing.
+    fn restore_in_place(&mut self, figures: &mut Vec<String>, leader: &str) {
+        let password = self.kube.secret(&format!("{CLONE}-superuser"), "password");
+        let service = format!("{CLONE}-primary.{NAMESPACE}.svc");
+        let primary = Conn::new(&service, "postgres", &password, "postgres");
+        // pgBackRest picks a backup that ended before the target in whole seconds.
+        std::thread::sleep(Duration::from_millis(1100));
+        primary.query("INSERT INTO clone_rows SELECT g, 4 FROM generate_series(1501, 1600) g");
+        let before = primary.query(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        primary.query("INSERT INTO clone_rows SELECT g, 5 FROM generate_series(1601, 1650) g");
+        self.archive_now(&primary);
+        let timeline = self.patroni_state(leader).expect("state")["timeline"]
+            .as_i64()
+            .expect("a timeline");
+
+        let t = Instant::now();
+        let patch = json!({ "spec": { "restore": {
+            "id": "before-5",
+            "repo": "repo1",
+            "target": { "type": "time", "value": before }
+        } } });
+        let (_, warnings) = self
+            .kube
+            .try_run_full(&[
+                "patch",
+                "postgrescluster",
+                CLONE,
+                "--type=merge",
+                "-p",
+                &patch.to_string(),
+            ])
+            .expect("the restore is admitted");
+        assert!(
+            warnings.contains("replaces the data of every instance")
+                && warnings.contains(&format!("--target-timeline={timeline}")),
+            "admission warns and says how to come back: {warnings}"
+        );
+        let job = pgpilot::names::in_place_restore_job(CLONE, "before-5");
+        wait_for(&format!("Job {job}"), 180, || self.kube.get("job", &job));
+        assert!(
+            self.kube
+                .list(
+                    "pods",
+                    &format!("pgpilot.io/cluster={CLONE},app.kubernetes.io/component=database")
+                )
+                .is_empty(),
+            "every instance stopped before the restore Job"
+        );
+        let (ok, log) = self.run_job_pod(&job);
+        assert!(ok, "the in-place restore Job failed:\n{log}");
+        // The restored instance starts alone (the kubelet starts the recreated pod), and
+        // is backed up before the other is created again from it.
+        let backup = pgpilot::names::in_place_backup_job(CLONE, "before-5");
+        wait_for(&format!("Job {backup}"), 180, || {
+            self.kube.get("job", &backup)
+        });
+        let (ok, log) = self.run_job_pod(&backup);
+        assert!(ok, "the backup after the restore failed:\n{log}");
+        let record = wait_for("status.restore Succeeded", 300, || {
+            let r = restore_record(self);
+            assert_ne!(r["phase"], "Failed", "{r}");
+            (r["phase"] == "Succeeded").then_some(r)
+        });
+        let took = t.elapsed();
+        assert_eq!(record["id"], "before-5");
+
+        // The same Service and password; the rows of the target on every instance.
+        let rows = wait_for("the primary through its Service", 60, || {
+            primary
+                .try_query("SELECT count(*) || ' ' || max(batch) FROM clone_rows")
+                .ok()
+        });
+        assert_eq!(rows, "1600 4", "batches 1, 2 and 4; not 5");
+        let restored = record["timeline"].as_i64().expect("the restored timeline");
+        assert!(
+            restored > timeline,
+            "a new timeline: {restored} after {timeline}"
+        );
+        for pod in [format!("{CLONE}-0"), format!("{CLONE}-1")] {
+            let on = Conn::new(&self.kubelet.ip(&pod), "postgres", &password, "postgres");
+            let rows = wait_for(&format!("{pod} caught up"), 60, || {
+                let r = on.try_query("SELECT count(*) FROM clone_rows").ok()?;
+                (r == "1600").then_some(r)
+            });
+            assert_eq!(rows, "1600", "{pod}");
+        }
+        assert_eq!(
+            self.kube.secret(&format!("{CLONE}-superuser"), "password"),
+            password,
+            "the Secret is kept"
+        );
+
+        // The same id again: nothing.
+        let uids: Vec<Value> = self
+            .kube
+            .list(
+                "pods",
+                &format!("pgpilot.io/cluster={CLONE},app.kubernetes.io/component=database"),
+            )
+            .iter()
+            .map(|p| p["metadata"]["uid"].clone())
+            .collect();
+        self.kube.run(&[
+            "patch",
+            "postgrescluster",
+            CLONE,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]);
+        self.wait_for_resyncs(2);
+        let again: Vec<Value> = self
+            .kube
+            .list(
+                "pods",
+                &format!("pgpilot.io/cluster={CLONE},app.kubernetes.io/component=database"),
+            )
+            .iter()
+            .map(|p| p["metadata"]["uid"].clone())
+            .collect();
+        assert_eq!(again, uids, "no instance replaced by asking again");
+        assert_eq!(restore_record(self), record, "the record is unchanged");
+        figures.push(format!(
+            "in place (spec.restore, id before-5): Succeeded {:.1} s after kubectl patch (instances stopped, volume restored, the restored instance leading and backed up, the replica created again); 1600 rows of the target through the same Service and password, timeline {timeline} → {restored}; the same id again did nothing",
+            took.as_secs_f64()
+        ));
+    }
+
     /// Waits until every WAL segment written so far on `primary` is archived.
     fn archive_now(&self, primary: &Conn) {
         let wal = primary.query("SELECT pg_walfile_name(pg_switch_wal())");
@@ -61,6 +202,8 @@ impl Harness {
         primary.query("CREATE TABLE clone_rows (n int PRIMARY KEY, batch int)");
         primary.query("INSERT INTO clone_rows SELECT g, 1 FROM generate_series(1, 1000) g");
         self.request_backup("repo1:incr@clone");
+        // pgBackRest picks a backup that ended before the target in whole seconds.
+        std::thread::sleep(Duration::from_millis(1100));
         primary.query("INSERT INTO clone_rows SELECT g, 2 FROM generate_series(1001, 1500) g");
         let between = primary.query(
             "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
@@ -306,6 +449,8 @@ impl Harness {
             ready.as_secs_f64(),
             run.as_secs_f64()
         ));
+
+        self.restore_in_place(figures, &clone_leader);
 
         // To the end of the archive (the default target), one instance, no repository.
         let t = Instant::now();

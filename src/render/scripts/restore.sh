@@ -1,33 +1,43 @@
 #!/bin/sh
-# Job CLUSTER-restore: the first instance of a cluster created from a backup.
-#   sh /etc/pgbackrest/restore.sh PGDATA BINDIR MAJOR [pgbackrest restore options...]
-# Restores the backup into the empty data directory, recovers it to the target with
+# The restore Jobs: CLUSTER-restore, the first instance of a cluster created from a backup
+# (mode bootstrap), and CLUSTER-restore-HASH, a running cluster restored in place while its
+# instances are stopped (mode in-place).
+#   sh /etc/pgbackrest/restore.sh MODE PGDATA BINDIR MAJOR [pgbackrest restore options...]
+# Restores the backup into the data directory, recovers it to the target with
 # archiving off (nothing reaches the source's repository), waits for PostgreSQL to
 # promote, gives the superuser and the replication role this cluster's passwords, drops
 # the recovery settings, and stops PostgreSQL cleanly. Patroni then finds a shut-down
 # primary, takes the leader key and starts it; replicas are created from it.
 set -eu
-pgdata=$1 bindir=$2 major=$3
-shift 3
+mode=$1 pgdata=$2 bindir=$3 major=$4
+shift 4
 conf=/etc/pgbackrest
 marker="$(dirname "$pgdata")/.pgpilot-restore"
 
 say() { echo "restore: $*"; }
 fail() { echo "restore: $2" >&2; exit "$1"; }
 
-if [ -e "$pgdata/PG_VERSION" ] && [ ! -e "$marker" ]; then
-    fail 2 "$pgdata already holds a database that this Job did not restore: refusing to touch it"
+delta=
+if [ "$mode" = in-place ]; then
+    # The instances are stopped (their pods are gone): a postmaster.pid left by one that
+    # was killed is stale. pgBackRest rewrites only the files that differ.
+    rm -f "$pgdata/postmaster.pid"
+    [ -e "$pgdata/PG_VERSION" ] && delta=--delta
+else
+    if [ -e "$pgdata/PG_VERSION" ] && [ ! -e "$marker" ]; then
+        fail 2 "$pgdata already holds a database that this Job did not restore: refusing to touch it"
+    fi
+    if [ -e "$marker" ]; then
+        say "an earlier attempt of this Job left a partial restore: starting again"
+        rm -rf "$pgdata"
+    fi
+    touch "$marker"
 fi
-if [ -e "$marker" ]; then
-    say "an earlier attempt of this Job left a partial restore: starting again"
-    rm -rf "$pgdata"
-fi
-touch "$marker"
 mkdir -p "$pgdata"
 chmod 0700 "$pgdata"
 
-say "pgbackrest restore $*"
-pgbackrest --stanza=db --pg1-path="$pgdata" "$@" restore
+say "pgbackrest restore $delta $*"
+pgbackrest --stanza=db --pg1-path="$pgdata" $delta "$@" restore
 
 version=$(cat "$pgdata/PG_VERSION")
 [ "$version" = "$major" ] ||
