@@ -1,9 +1,17 @@
+//! Restores, as the controller carries them out.
+//!
 //! A cluster created from a backup (`spec.bootstrap.restore`): its instances, roles Job and
 //! backup CronJobs are held back until Job `C-restore` has restored the first instance's
-//! volume (see `render::restore`). The restore runs once: once the StatefulSet exists, or
-//! the Job completed, or the condition `Bootstrapped` is True, nothing here looks again,
-//! and a data directory the Job did not restore is never touched by it (the script
-//! refuses).
+//! volume (see `render::restore`), then the first instance starts alone until it leads. The
+//! restore runs once: once the StatefulSet exists, or the Job completed, or the condition
+//! `Bootstrapped` is True, nothing here looks again, and a data directory the Job did not
+//! restore is never touched by it (the script refuses).
+//!
+//! A running cluster restored in place (`spec.restore`, once per id): the instances stop,
+//! Patroni's DCS state is reset, Job `C-restore-HASH` restores the first volume, that
+//! instance starts alone, a full backup of the restored timeline is taken, and the others
+//! start and are re-created from the leader. The Jobs named after the id are the record that
+//! the restore started; `status.restore` says where it stands.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -40,7 +48,7 @@ fn request(cluster: &PostgresCluster) -> Option<&BootstrapRestore> {
     cluster.spec.bootstrap.as_ref()?.restore.as_ref()
 }
 
-/// What the restore asks for, in words: `pgdata-a (repo1), type=time target=...`.
+/// What the restore asks for, in words: `src (repo1), target=... type=time`.
 fn describe(r: &BootstrapRestore) -> String {
     let options: Vec<String> = r
         .options
