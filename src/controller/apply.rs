@@ -238,6 +238,24 @@ where
     }))
 }
 
+/// Creates an object made once and never re-applied (a request's Job, a restore's claim);
+/// one that exists already (made by a pass whose status write was lost) is left as it is.
+/// True when this call created it.
+pub async fn create_once<K>(api: &Api<K>, object: &K) -> Result<bool, Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    match api.create(&kube::api::PostParams::default(), object).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => {
+            let kind = K::kind(&K::DynamicType::default()).to_string();
+            Err(Error::Apply(format!("{kind}/{}", object.name_any()), e))
+        }
+    }
+}
+
 /// Lists a cluster's children of one kind.
 pub async fn list<K>(api: &Api<K>, selector: &str) -> Result<Vec<K>, Error>
 where

@@ -12,7 +12,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use kube::runtime::events::EventType;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -408,12 +408,8 @@ pub async fn step(
             )
         })?;
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), scope.namespace);
-    match api.create(&PostParams::default(), &job).await {
-        Ok(_) => {}
-        // Made by a pass whose status write was lost; the next pass reads it.
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(Error::Apply(format!("Job/{name}"), e)),
-    }
+    // Made already by a pass whose status write was lost: the next pass reads it.
+    super::apply::create_once(&api, &job).await?;
     publish_about(
         ctx,
         obj,

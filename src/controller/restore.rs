@@ -20,6 +20,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
+use super::apply::create_once;
 use super::backup::ended;
 use super::status::BOOTSTRAPPED;
 use super::{Error, Scope, members, publish, publish_about};
@@ -50,13 +51,22 @@ fn request(cluster: &PostgresCluster) -> Option<&BootstrapRestore> {
 
 /// What the restore asks for, in words: `src (repo1), target=... type=time`.
 fn describe(r: &BootstrapRestore) -> String {
-    let options: Vec<String> = r
-        .options
-        .iter()
+    format!(
+        "{} ({}), {}",
+        r.cluster,
+        r.repo,
+        options_text(r.options.as_ref())
+    )
+}
+
+/// A restore's resolved options as `key=value` words.
+fn options_text(options: Option<&std::collections::BTreeMap<String, String>>) -> String {
+    let words: Vec<String> = options
+        .into_iter()
         .flatten()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    format!("{} ({}), {}", r.cluster, r.repo, options.join(" "))
+    words.join(" ")
 }
 
 /// Decides, before the children are applied, whether the instances wait for a restore.
@@ -226,17 +236,7 @@ pub async fn carry_out(scope: &Scope<'_>, restore: &Restore) -> Result<Condition
     } = *scope;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     let claim = restore.claim.name_any();
-    if claims
-        .get_opt(&claim)
-        .await
-        .map_err(|e| Error::List("PersistentVolumeClaim".into(), e))?
-        .is_none()
-    {
-        claims
-            .create(&PostParams::default(), &restore.claim)
-            .await
-            .map_err(|e| Error::Apply(format!("PersistentVolumeClaim/{claim}"), e))?;
-    }
+    create_once(&claims, &restore.claim).await?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_name = restore.job.name_any();
     let job = match jobs
@@ -350,16 +350,7 @@ pub async fn in_place(
         None => RestoreStatus {
             id: r.id.clone(),
             phase: STOPPING.into(),
-            target: Some(format!(
-                "{} {}",
-                r.repo,
-                r.options
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )),
+            target: Some(format!("{} {}", r.repo, options_text(r.options.as_ref()))),
             start_time: Some(now()),
             ..Default::default()
         },
@@ -512,16 +503,7 @@ pub async fn carry_out_in_place(
             reset_patroni(scope).await?;
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
             let job_name = restore.job.name_any();
-            if jobs
-                .get_opt(&job_name)
-                .await
-                .map_err(|e| Error::List("Job".into(), e))?
-                .is_none()
-            {
-                jobs.create(&PostParams::default(), &restore.job)
-                    .await
-                    .map_err(|e| Error::Apply(format!("Job/{job_name}"), e))?;
-            }
+            create_once(&jobs, &restore.job).await?;
             publish(
                 ctx,
                 obj,
@@ -538,12 +520,7 @@ pub async fn carry_out_in_place(
         BACKING_UP => {
             if let Some(job) = &step.backup {
                 let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-                let job_name = job.name_any();
-                match jobs.create(&PostParams::default(), job).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(Error::Apply(format!("Job/{job_name}"), e)),
-                }
+                create_once(&jobs, job).await?;
             }
         }
         FAILED if stored.is_none_or(|s| s.id != record.id || s.phase != FAILED) => {
