@@ -311,14 +311,43 @@ pub struct BackupRepo {
 pub struct S3Repo {
     /// Bucket name.
     pub bucket: String,
-    /// Endpoint host, e.g. `s3.eu-west-1.amazonaws.com`.
+    /// Endpoint host and optional port, e.g. `s3.eu-west-1.amazonaws.com` or
+    /// `minio.storage.svc:9000`; always reached over HTTPS.
     pub endpoint: String,
     /// Region, e.g. `eu-west-1`.
     pub region: String,
+    /// How a bucket is addressed: `host` (`BUCKET.ENDPOINT`, as AWS serves it) or `path`
+    /// (`ENDPOINT/BUCKET`, as most S3-compatible stores, such as MinIO, serve it).
+    /// Defaults to `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_style: Option<S3UriStyle>,
+    /// Secret with key `ca.crt`: the certificate authorities the endpoint's certificate is
+    /// checked against, for a store whose certificate no public authority signed. Without
+    /// it, the image's trust store. The certificate is always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<String>,
     /// Secret with keys `key` and `keySecret`; without it, credentials come from the
     /// pod's identity (IRSA or instance metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+}
+
+/// How an S3 bucket is addressed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum S3UriStyle {
+    Host,
+    Path,
+}
+
+impl S3UriStyle {
+    /// pgBackRest's name for it (`repoN-s3-uri-style`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3UriStyle::Host => "host",
+            S3UriStyle::Path => "path",
+        }
+    }
 }
 
 /// A Google Cloud Storage bucket.

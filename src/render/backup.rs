@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
 
 use super::patroni::STANZA;
-use super::pgbackrest::{REPO_HOST_CONF, VOLUME_ROOT, repo_index};
+use super::pgbackrest::{REPO_HOST_CONF, VOLUME_ROOT, repo_files, repo_index};
 use super::pod::{container_security, pod_security, secret_env, tmp_volume};
 use super::{Cluster, RenderError, Rendered, build, component, need};
 use crate::api::BackupRepo;
@@ -41,6 +41,12 @@ pub(super) fn credentials(repo: &BackupRepo, a: &mut RepoAccess) -> Result<(), R
             "keySecret",
         ));
     }
+    if let Some(secret) = repo.s3.as_ref().and_then(|s3| s3.ca_secret.as_ref()) {
+        a.volumes.push(json!({ "name": format!("{p}-ca"), "secret": { "secretName": secret, "items": [{ "key": "ca.crt", "path": "ca.crt" }] } }));
+        a.mounts.push(
+            json!({ "name": format!("{p}-ca"), "mountPath": repo_files(&p), "readOnly": true }),
+        );
+    }
     if let Some(az) = &repo.azure {
         a.env.push(secret_env(
             &format!("PGBACKREST_{upper}_AZURE_KEY"),
@@ -54,7 +60,9 @@ pub(super) fn credentials(repo: &BackupRepo, a: &mut RepoAccess) -> Result<(), R
         .and_then(|g| g.credentials_secret.as_ref())
     {
         a.volumes.push(json!({ "name": format!("{p}-key"), "secret": { "secretName": secret, "items": [{ "key": "key.json", "path": "key.json" }] } }));
-        a.mounts.push(json!({ "name": format!("{p}-key"), "mountPath": format!("/etc/pgbackrest/{p}"), "readOnly": true }));
+        a.mounts.push(
+            json!({ "name": format!("{p}-key"), "mountPath": repo_files(&p), "readOnly": true }),
+        );
     }
     Ok(())
 }

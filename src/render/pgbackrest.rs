@@ -145,6 +145,12 @@ fn ini_value<'a>(field: &str, value: &'a str) -> Result<&'a str, RenderError> {
     Ok(value)
 }
 
+/// Where the files a repository's object store needs are mounted (`repoN` → its GCS key
+/// `key.json`, or its S3 endpoint's `ca.crt`), in the pods that reach the store.
+pub fn repo_files(repo: &str) -> String {
+    format!("{}/{repo}", super::PGBACKREST_CONFIG_DIR)
+}
+
 /// Where repository `repo` of cluster `cluster` keeps its data, as the process holding it
 /// (the repository host, or a restore reading a source cluster's repository) is told: an
 /// object store under a path naming the namespace and cluster (object stores are shared),
@@ -165,12 +171,17 @@ pub fn storage(
             ini_value("s3.endpoint", &s3.endpoint)?,
             ini_value("s3.region", &s3.region)?
         );
+        let uri_style = need(&s3.uri_style, "spec.backup.pgbackrest.repos[].s3.uriStyle")?;
+        let _ = writeln!(s, "{p}-s3-uri-style={}", uri_style.as_str());
         let key_type = if s3.credentials_secret.is_some() {
             "shared"
         } else {
             "auto"
         };
         let _ = writeln!(s, "{p}-s3-key-type={key_type}");
+        if s3.ca_secret.is_some() {
+            let _ = writeln!(s, "{p}-storage-ca-file={}/ca.crt", repo_files(&p));
+        }
     } else if let Some(gcs) = &repo.gcs {
         let _ = writeln!(
             s,
@@ -181,7 +192,8 @@ pub fn storage(
             Some(_) => {
                 let _ = writeln!(
                     s,
-                    "{p}-gcs-key-type=service\n{p}-gcs-key=/etc/pgbackrest/{p}/key.json"
+                    "{p}-gcs-key-type=service\n{p}-gcs-key={}/key.json",
+                    repo_files(&p)
                 );
             }
             None => {

@@ -779,7 +779,9 @@ fn a_restore_reads_an_object_store_under_the_sources_path_with_its_keys() {
             bucket: "backups".into(),
             endpoint: "s3.example.com".into(),
             region: "eu-west-1".into(),
+            uri_style: Some(crate::api::S3UriStyle::Path),
             credentials_secret: Some("s3-keys".into()),
+            ca_secret: Some("store-ca".into()),
         }),
         ..Default::default()
     };
@@ -806,6 +808,27 @@ fn a_restore_reads_an_object_store_under_the_sources_path_with_its_keys() {
     assert!(
         command.ends_with("\"--repo=2\",\"--type=default\"]"),
         "{command}"
+    );
+    assert!(
+        conf.contains("repo2-s3-uri-style=path\n")
+            && conf.contains("repo2-storage-ca-file=/etc/pgbackrest/repo2/ca.crt\n"),
+        "{conf}"
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "store-ca"
+                && v["name"]
+                    == pod["containers"][0]["volumeMounts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|m| m["mountPath"] == "/etc/pgbackrest/repo2")
+                        .unwrap()["name"]),
+        "{pod}"
     );
     // An object-store key never rides along in the file.
     assert!(!conf.contains("key="), "{conf}");

@@ -142,6 +142,9 @@ pub fn resolve(
         .image
         .get_or_insert_with(|| config.backup.image.clone());
     for repo in pgbackrest.repos.get_or_insert_default() {
+        if let Some(s3) = repo.s3.as_mut() {
+            s3.uri_style.get_or_insert(S3UriStyle::Host);
+        }
         repo.schedules.get_or_insert_with(|| BackupSchedules {
             full: Some(config.backup.full_schedule.clone()),
             differential: Some(config.backup.differential_schedule.clone()),
@@ -204,6 +207,9 @@ pub fn resolve(
 
     if let Some(r) = out.bootstrap.as_mut().and_then(|b| b.restore.as_mut()) {
         restore::resolve(&mut r.target, &mut r.options);
+        if let Some(s3) = r.repository.as_mut().and_then(|s| s.s3.as_mut()) {
+            s3.uri_style.get_or_insert(S3UriStyle::Host);
+        }
     }
     if let Some(r) = out.restore.as_mut() {
         restore::resolve(&mut r.target, &mut r.options);

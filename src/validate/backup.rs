@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::api::{BackupRepo, PostgresClusterSpec};
+use crate::api::{BackupRepo, PostgresClusterSpec, S3UriStyle};
 use crate::names;
 use crate::quantity;
 
@@ -108,6 +108,13 @@ pub(super) fn repo(rp: &Path, r: &BackupRepo, e: &mut Errors) {
             s3.credentials_secret.as_deref(),
             e,
         );
+        secret_ref(&p.child("caSecret"), s3.ca_secret.as_deref(), e);
+        if s3.bucket.contains('.') && s3.uri_style == Some(S3UriStyle::Host) {
+            e.warn(
+                &p.child("uriStyle"),
+                format!("bucket {:?} holds a '.': addressed host-style as {}.{}, it does not match a wildcard certificate for the endpoint and pgBackRest refuses the connection; uriStyle: path avoids that", s3.bucket, s3.bucket, s3.endpoint),
+            );
+        }
     }
     if let Some(gcs) = &r.gcs {
         let p = rp.child("gcs");

@@ -812,7 +812,9 @@ fn object_store_repositories() {
             bucket: "my-bucket".into(),
             endpoint: "s3.amazonaws.com".into(),
             region: "us-east-1".into(),
+            uri_style: Some(S3UriStyle::Host),
             credentials_secret: Some("creds".into()),
+            ca_secret: None,
         });
     };
     let rp = "spec.backup.pgbackrest.repos[0].s3";
@@ -856,6 +858,31 @@ fn object_store_repositories() {
         &format!("{rp}.credentialsSecret"),
         "Secret name",
     );
+    rejects(
+        |c| {
+            s3(c);
+            repo(c).s3.as_mut().unwrap().ca_secret = Some("Minio CA".into())
+        },
+        &format!("{rp}.caSecret"),
+        "Secret name",
+    );
+    warns(
+        |c| {
+            s3(c);
+            repo(c).s3.as_mut().unwrap().bucket = "backups.example.com".into()
+        },
+        "uriStyle: path avoids that",
+    );
+    let path_style = |c: &mut PostgresCluster| {
+        s3(c);
+        let s3 = repo(c).s3.as_mut().unwrap();
+        s3.bucket = "backups.example.com".into();
+        s3.uri_style = Some(S3UriStyle::Path);
+    };
+    let mut c = base();
+    path_style(&mut c);
+    let out = validate(&c, None);
+    assert_eq!((out.errors, out.warnings), (vec![], vec![]));
     let az = |c: &mut PostgresCluster| {
         repo(c).volume = None;
         repo(c).azure = Some(AzureRepo {
