@@ -183,14 +183,26 @@ async fn serve(
     let metrics = std::sync::Arc::new(pgpilot::metrics::Metrics::default());
     let mut parts = JoinSet::new();
     parts.spawn(cancel_on_signal(shutdown.clone()));
-    if let Some(args) = webhook {
-        let mut settings = webhook::Settings::new(args.listen, args.cert_dir, config.clone());
-        settings.metrics = metrics.clone();
-        let webhook = Webhook::bind(settings).await.map_err(|e| e.to_string())?;
+    // The certificate first: a start without one fails naming it, before anything else.
+    let webhook = match webhook {
+        Some(args) => {
+            let mut settings = webhook::Settings::new(args.listen, args.cert_dir, config.clone());
+            settings.metrics = metrics.clone();
+            Some(Webhook::bind(settings).await.map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let client = match &controller {
+        Some(args) => Some(pgpilot::controller::client(args.kubeconfig.as_deref()).await?),
+        None => None,
+    };
+    if let Some(mut webhook) = webhook {
+        if let Some(client) = &client {
+            webhook.read_clusters_with(client.clone());
+        }
         parts.spawn(webhook.serve(shutdown.clone()));
     }
-    if let Some(args) = controller {
-        let client = pgpilot::controller::client(args.kubeconfig.as_deref()).await?;
+    if let (Some(args), Some(client)) = (controller, client) {
         let settings = pgpilot::controller::Settings {
             lease_namespace: args.lease_namespace(),
             resync: std::time::Duration::from_secs(args.resync_seconds),

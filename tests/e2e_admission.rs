@@ -478,6 +478,13 @@ fn restores_are_checked_before_anything_is_stored() {
         )
         .success();
     assert!(run.stderr.contains("Job db-restore restores it"), "{run}");
+    // The webhook looked for the source: not there (yet), said, not refused.
+    assert!(
+        run.stderr.contains(
+            "spec.bootstrap.restore.cluster: no PostgresCluster \"src\" in this namespace (yet)"
+        ),
+        "{run}"
+    );
     let stored = E2E.stored(&ns, "db").expect("stored");
     let r = stored.spec.bootstrap.unwrap().restore.unwrap();
     let options = r.options.unwrap();
@@ -495,6 +502,37 @@ fn restores_are_checked_before_anything_is_stored() {
         &restoring("      cluster: src\n      repo: repo1\n      target:\n        type: latest\n"),
         &["spec.bootstrap: Forbidden: field is immutable"],
     );
+}
+
+#[test]
+fn a_restore_from_an_existing_cluster_is_checked_against_it() {
+    let ns = E2E.namespace("restore-source");
+    let source = "apiVersion: pgpilot.io/v1\nkind: PostgresCluster\nmetadata:\n  name: src\nspec:\n  postgresVersion: 16\n  storage:\n    size: 1Gi\n  backup:\n    pgbackrest:\n      repos:\n        - name: repo1\n          volume:\n            size: 1Gi\n";
+    E2E.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], source)
+        .success();
+    // A repository the source lacks and another major: both refused, nothing stored.
+    let run = E2E
+        .kubectl_stdin(
+            &["apply", "-n", &ns, "-f", "-"],
+            &db("  postgresVersion: 17\n  storage:\n    size: 1Gi\n  bootstrap:\n    restore:\n      cluster: src\n      repo: repo2\n"),
+        )
+        .failure();
+    for message in [
+        "spec.bootstrap.restore.repo: Invalid value: \"repo2\": is not a repository of cluster \"src\" (repo1)",
+        "spec.postgresVersion: Invalid value: 17: must be 16, the major version of cluster \"src\"",
+    ] {
+        assert!(run.stderr.contains(message), "no {message:?} in\n{run}");
+    }
+    assert!(E2E.stored(&ns, "db").is_none());
+    // The same major and an existing repository: admitted, with no word about the source.
+    let run = E2E
+        .kubectl_stdin(
+            &["apply", "-n", &ns, "-f", "-"],
+            &db("  postgresVersion: 16\n  storage:\n    size: 1Gi\n  bootstrap:\n    restore:\n      cluster: src\n      repo: repo1\n"),
+        )
+        .success();
+    assert!(!run.stderr.contains("no PostgresCluster"), "{run}");
+    assert!(E2E.stored(&ns, "db").is_some());
 }
 
 #[test]

@@ -37,7 +37,11 @@ fn wire(answer: Answer) -> Value {
 #[test]
 fn a_single_error_is_listed_without_brackets() {
     let bad = cluster(json!({"instances": 0, "storage": {"size": "1Gi"}}));
-    let answer = wire(validate(&review("CREATE", None, bad), &Config::default()));
+    let answer = wire(validate(
+        &review("CREATE", None, bad),
+        &Config::default(),
+        None,
+    ));
     assert_eq!(
         answer["response"]["status"]["message"],
         "PostgresCluster.pgpilot.io \"db\" is invalid: spec.instances: Invalid value: 0: must be between 1 and 16"
@@ -73,6 +77,7 @@ fn subresource_writes_are_allowed_untouched() {
         validate(
             &review("UPDATE", Some("status"), broken.clone()),
             &Config::default(),
+            None,
         ),
     ] {
         assert_eq!(answer.verdict(), Verdict::Allowed);
@@ -92,11 +97,56 @@ fn verdicts_name_the_outcome() {
         cluster(json!({"storage": {"size": "1Gi"}, "instances": 99})),
     );
     assert_eq!(
-        validate(&bad, &Config::default()).verdict(),
+        validate(&bad, &Config::default(), None).verdict(),
         Verdict::Denied
     );
     assert_eq!(
-        validate(b"{", &Config::default()).verdict(),
+        validate(b"{", &Config::default(), None).verdict(),
         Verdict::BadRequest
+    );
+}
+
+#[test]
+fn only_a_create_restoring_from_a_named_cluster_asks_for_a_lookup() {
+    let restoring = |restore: Value| {
+        let mut c = cluster(json!({"storage": {"size": "1Gi"}, "bootstrap": {"restore": restore}}));
+        c["metadata"]["namespace"] = json!("shop");
+        c
+    };
+    let from_src = restoring(json!({"cluster": "src", "repo": "repo1"}));
+    let mut create = review("CREATE", None, from_src.clone());
+    assert_eq!(
+        restore_source(&create),
+        None,
+        "the review names no namespace"
+    );
+    let mut r: Value = serde_json::from_slice(&create).unwrap();
+    r["request"]["namespace"] = json!("shop");
+    create = serde_json::to_vec(&r).unwrap();
+    assert_eq!(
+        restore_source(&create),
+        Some(("shop".to_owned(), "src".to_owned()))
+    );
+    let mut update = r.clone();
+    update["request"]["operation"] = json!("UPDATE");
+    assert_eq!(restore_source(&serde_json::to_vec(&update).unwrap()), None);
+    let mut inline = r.clone();
+    inline["request"]["object"]["spec"]["bootstrap"]["restore"]["repository"] =
+        json!({"s3": {"bucket": "b", "endpoint": "e", "region": "r"}});
+    assert_eq!(restore_source(&serde_json::to_vec(&inline).unwrap()), None);
+    let mut hostile = r.clone();
+    hostile["request"]["object"]["spec"]["bootstrap"]["restore"]["cluster"] =
+        json!("../../secrets/x");
+    assert_eq!(restore_source(&serde_json::to_vec(&hostile).unwrap()), None);
+    for body in [
+        &b"\"bootstrap\"{"[..],
+        b"[\"bootstrap\"]",
+        b"{\"request\": \"bootstrap\"}",
+    ] {
+        assert_eq!(restore_source(body), None);
+    }
+    assert_eq!(
+        restore_source(&review("CREATE", None, cluster(json!({"instances": 2})))),
+        None
     );
 }

@@ -7,9 +7,13 @@ use kube::core::response::{Status, StatusCause, StatusDetails};
 use super::review::Review;
 use crate::api::PostgresCluster;
 use crate::config::Config;
-use crate::validate::{FieldError, validate_read};
+use crate::validate::{FieldError, SourceLookup, restore_source, validate_read};
 
-pub(super) fn respond(review: &Review, config: &Config) -> AdmissionResponse {
+pub(super) fn respond(
+    review: &Review,
+    config: &Config,
+    source: Option<&SourceLookup>,
+) -> AdmissionResponse {
     if !review.writes_spec() {
         return review.allow();
     }
@@ -17,12 +21,19 @@ pub(super) fn respond(review: &Review, config: &Config) -> AdmissionResponse {
         Ok(objects) => objects,
         Err(why) => return review.reject(why),
     };
-    let outcome = validate_read(
+    let mut outcome = validate_read(
         &objects.read,
         &objects.read.cluster,
         objects.old.as_ref(),
         config,
     );
+    if let Some(found) = source
+        && objects.old.is_none()
+    {
+        let more = restore_source(&objects.read.cluster, found);
+        outcome.errors.extend(more.errors);
+        outcome.warnings.extend(more.warnings);
+    }
     let mut response = if outcome.is_valid() {
         review.allow()
     } else {

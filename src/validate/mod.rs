@@ -23,6 +23,7 @@ use crate::names::{self, BackupType};
 use crate::quantity;
 
 pub use field::{ErrorKind, Errors, FieldError, Path};
+pub use restore::SourceLookup;
 
 /// The PostgreSQL major versions the API accepts.
 pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<i32> = 14..=18;
@@ -72,6 +73,17 @@ pub fn validate_with(
     policy::check(&new.spec, &config.policy, &mut e);
     outcome.errors.extend(e.errors);
     outcome
+}
+
+/// What admission adds when it has looked up the source of a new cluster's restore
+/// ([`restore::source`]).
+pub fn restore_source(new: &PostgresCluster, found: &SourceLookup) -> Outcome {
+    let mut e = Errors::default();
+    restore::source(new, found, &mut e);
+    Outcome {
+        errors: e.errors,
+        warnings: e.warnings,
+    }
 }
 
 /// [`validate`] of an object read leniently ([`structure::read`]), `new` being its cluster

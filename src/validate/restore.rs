@@ -77,6 +77,101 @@ pub fn bootstrap(c: &PostgresCluster, old: Option<&PostgresCluster>, e: &mut Err
     );
 }
 
+/// What admission found of the cluster a new cluster is restored from (the webhook looks
+/// it up when it runs inside the operator, which reads clusters anyway).
+#[derive(Debug)]
+pub enum SourceLookup {
+    /// The source cluster as stored.
+    Found(Box<PostgresCluster>),
+    /// No cluster of that name in the namespace.
+    Missing,
+    /// The API server did not say; why.
+    Failed(String),
+}
+
+/// The source of `c`'s `bootstrap.restore` as admission found it, for a restore that reads
+/// the source's spec (no inline `repository`). A repository the source lacks and another
+/// major version are refused: no restore could read them. A source that does not exist
+/// (yet) or could not be read is a warning: the restore waits for it, and the controller
+/// checks the same when it runs.
+pub fn source(c: &PostgresCluster, found: &SourceLookup, e: &mut Errors) {
+    let Some(r) = c.spec.bootstrap.as_ref().and_then(|b| b.restore.as_ref()) else {
+        return;
+    };
+    if r.repository.is_some() {
+        return;
+    }
+    let p = Path::new("spec").child("bootstrap").child("restore");
+    let source = match found {
+        SourceLookup::Found(source) => source,
+        SourceLookup::Missing => {
+            return e.warn(
+                &p.child("cluster"),
+                format!(
+                    "no PostgresCluster {:?} in this namespace (yet): the restore waits for it (condition Bootstrapped, reason SourceNotFound); the object-store repository of a deleted cluster can be described in spec.bootstrap.restore.repository",
+                    r.cluster
+                ),
+            );
+        }
+        SourceLookup::Failed(why) => {
+            return e.warn(
+                &p.child("cluster"),
+                format!(
+                    "cluster {:?} could not be read ({why}): its repositories and version are checked when the restore runs",
+                    r.cluster
+                ),
+            );
+        }
+    };
+    let repos: Vec<&str> = source
+        .spec
+        .backup_repos()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    if !repos.contains(&r.repo.as_str()) {
+        e.invalid_str(
+            &p.child("repo"),
+            &r.repo,
+            if repos.is_empty() {
+                format!("cluster {:?} has no backup repository", r.cluster)
+            } else {
+                format!(
+                    "is not a repository of cluster {:?} ({})",
+                    r.cluster,
+                    repos.join(", ")
+                )
+            },
+        );
+    }
+    if let (Some(ours), Some(theirs)) = (c.spec.postgres_version, source.spec.postgres_version)
+        && ours != theirs
+    {
+        e.invalid(
+            &Path::new("spec").child("postgresVersion"),
+            ours.to_string(),
+            format!(
+                "must be {theirs}, the major version of cluster {:?}: a backup restores only into the PostgreSQL major that took it",
+                r.cluster
+            ),
+        );
+    }
+    let on_volume = source
+        .spec
+        .backup_repos()
+        .iter()
+        .any(|x| x.name == r.repo && x.volume.is_some());
+    if on_volume && source.metadata.deletion_timestamp.is_some() {
+        e.warn(
+            &p.child("cluster"),
+            format!(
+                "cluster {:?} is being deleted, and its volume repository {} with it: the restore may find nothing to read",
+                r.cluster, r.repo
+            ),
+        );
+    }
+}
+
 fn target(p: &Path, t: &RestoreTarget, e: &mut Errors) {
     let kind = t.type_.unwrap_or(RestoreTargetType::Latest);
     let vp = p.child("value");

@@ -1826,3 +1826,66 @@ fn a_time_no_listed_backup_ended_before_is_refused() {
     old.status = listed("2026-12-01T09:59:59Z");
     assert!(validate(&new, Some(&old)).is_valid());
 }
+
+#[test]
+fn a_restore_source_found_at_admission_must_have_the_repository_and_the_major() {
+    let c = restoring("{cluster: src, repo: repo2}");
+    let source = |version: i32| {
+        let mut s = base();
+        s.spec.postgres_version = Some(version);
+        SourceLookup::Found(Box::new(s))
+    };
+    let major = c.spec.postgres_version.unwrap();
+    let out = restore_source(&c, &source(major - 1));
+    let errors: Vec<String> = out.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        vec![
+            "spec.bootstrap.restore.repo: Invalid value: \"repo2\": is not a repository of cluster \"src\" (repo1)".to_owned(),
+            format!(
+                "spec.postgresVersion: Invalid value: {major}: must be {}, the major version of cluster \"src\": a backup restores only into the PostgreSQL major that took it",
+                major - 1
+            ),
+        ]
+    );
+    let fine = restoring("{cluster: src, repo: repo1}");
+    assert_eq!(restore_source(&fine, &source(major)), Outcome::default());
+
+    // A source not there (yet), or not readable: said, not refused.
+    for (found, gist) in [
+        (
+            SourceLookup::Missing,
+            "no PostgresCluster \"src\" in this namespace (yet)",
+        ),
+        (
+            SourceLookup::Failed("connection refused".into()),
+            "could not be read (connection refused)",
+        ),
+    ] {
+        let out = restore_source(&fine, &found);
+        assert_eq!(out.errors, vec![]);
+        assert!(
+            out.warnings.len() == 1 && out.warnings[0].contains(gist),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    // A source being deleted takes its volume repository with it.
+    let mut deleting = base();
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    let out = restore_source(&fine, &SourceLookup::Found(Box::new(deleting)));
+    assert!(out.warnings[0].contains("is being deleted"), "{out:?}");
+
+    // An inline repository needs no source at all.
+    let inline = restoring(
+        "{cluster: gone, repo: repo1, repository: {s3: {bucket: backups, endpoint: s3.example.com, region: eu-west-1}}}",
+    );
+    assert_eq!(
+        restore_source(&inline, &SourceLookup::Missing),
+        Outcome::default()
+    );
+}

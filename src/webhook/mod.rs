@@ -39,6 +39,9 @@ pub struct Settings {
     /// Where the webhook counts, and what `/metrics` serves (shared with the controller
     /// when both run in one process).
     pub metrics: Arc<Metrics>,
+    /// The operator's API client, when the webhook runs inside it: admission then reads
+    /// the source cluster of a new cluster's restore.
+    pub clusters: Option<kube::Client>,
 }
 
 impl Settings {
@@ -52,6 +55,7 @@ impl Settings {
             // only stops a client that stalls.
             request_timeout: Duration::from_secs(10),
             metrics: Arc::default(),
+            clusters: None,
         }
     }
 }
@@ -77,6 +81,7 @@ pub fn app(config: Config, request_timeout: Duration) -> Router {
         config: Arc::new(config),
         metrics: metrics.clone(),
         shutdown: CancellationToken::new(),
+        clusters: None,
     };
     routes::harden(routes::routes(state), metrics, request_timeout)
 }
@@ -115,6 +120,12 @@ impl Webhook {
         })
     }
 
+    /// Lets admission read the source cluster of a new cluster's restore through
+    /// `client` (the operator's, when the webhook runs inside it).
+    pub fn read_clusters_with(&mut self, client: kube::Client) {
+        self.settings.clusters = Some(client);
+    }
+
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -126,6 +137,7 @@ impl Webhook {
             config: Arc::new(self.settings.config.clone()),
             metrics: self.metrics.clone(),
             shutdown: shutdown.clone(),
+            clusters: self.settings.clusters.clone(),
         };
         self.serve_routes(routes::routes(state), shutdown).await
     }

@@ -17,8 +17,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{self, Answer, MAX_REVIEW_BYTES};
+use crate::api::PostgresCluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::validate::SourceLookup;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,7 +28,14 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the process begins to shut down; `/readyz` fails from then on.
     pub shutdown: CancellationToken,
+    /// Reads the source cluster of a new cluster's restore, when the webhook runs inside
+    /// the operator; the webhook alone reads nothing.
+    pub clusters: Option<kube::Client>,
 }
+
+/// How long admission waits for the source cluster of a restore (the API server gives
+/// the whole review 5 s).
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// pgpilot's routes, without the layers (see [`harden`]).
 pub fn routes(state: AppState) -> Router {
@@ -59,7 +68,26 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
-    reply(admission::validate(&body, &state.config))
+    let source = match (&state.clusters, admission::restore_source(&body)) {
+        (Some(client), Some((namespace, name))) => {
+            Some(look_up(client.clone(), &namespace, &name).await)
+        }
+        _ => None,
+    };
+    reply(admission::validate(&body, &state.config, source.as_ref()))
+}
+
+async fn look_up(client: kube::Client, namespace: &str, name: &str) -> SourceLookup {
+    let clusters: kube::Api<PostgresCluster> = kube::Api::namespaced(client, namespace);
+    match tokio::time::timeout(SOURCE_TIMEOUT, clusters.get_opt(name)).await {
+        Ok(Ok(Some(found))) => SourceLookup::Found(Box::new(found)),
+        Ok(Ok(None)) => SourceLookup::Missing,
+        Ok(Err(e)) => SourceLookup::Failed(e.to_string()),
+        Err(_) => SourceLookup::Failed(format!(
+            "no answer from the API server within {} s",
+            SOURCE_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
