@@ -26,6 +26,8 @@ mod kube;
 mod kubelet;
 #[path = "dataplane/node.rs"]
 mod node;
+#[path = "dataplane/objectstore.rs"]
+mod objectstore;
 #[path = "dataplane/outage.rs"]
 mod outage;
 #[path = "dataplane/restores.rs"]
@@ -55,7 +57,7 @@ use sql::{Conn, Session};
 const CLUSTER: &str = "dp";
 const NAMESPACE: &str = "dataplane";
 /// Pod addresses handed out, in order (see `node.rs`).
-const ADDRESSES: u8 = 80;
+const ADDRESSES: u8 = 100;
 
 #[test]
 fn data_plane() {
@@ -108,6 +110,8 @@ fn data_plane() {
     show(&figures);
     h.clone_from_backup(&mut figures);
     show(&figures);
+    h.clone_from_object_store(&mut figures);
+    show(&figures);
     h.pooling(&mut figures);
     show(&figures);
     h.pooler_roll(&mut figures);
@@ -151,6 +155,8 @@ fn check_programs() {
         "stdbuf",
         "/usr/lib/postgresql/15/bin/postgres",
         "/opt/pgpilot-patroni/bin/patroni",
+        "socat",
+        objectstore::MOTO,
     ]
     .into_iter()
     .filter(|p| {

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the data-plane suite (tests/dataplane.rs) runs, idempotently, only what is
-# missing: PostgreSQL 15, pgBackRest and pgBouncer from Debian, Patroni (with its Kubernetes
-# support) from PyPI into /opt/pgpilot-patroni, a virtualenv on Debian's own python3 that
-# the postgres user can run (a pyenv Python under /root cannot be).
+# missing: PostgreSQL 15, pgBackRest, pgBouncer and socat from Debian, Patroni (with its
+# Kubernetes support) from PyPI into /opt/pgpilot-patroni, a virtualenv on Debian's own
+# python3 that the postgres user can run (a pyenv Python under /root cannot be), and moto's
+# S3 server from PyPI into /opt/pgpilot-s3 (the object store restores are proven against;
+# socat serves it over TLS).
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "hack/dataplane/install.sh: needs root (apt-get)" >&2; exit 1; }
 
-packages=(postgresql postgresql-contrib pgbackrest pgbouncer python3-venv)
+packages=(postgresql postgresql-contrib pgbackrest pgbouncer python3-venv socat)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -27,3 +29,10 @@ if ! "$venv/bin/patroni" --version >/dev/null 2>&1; then
   "$venv/bin/pip" install -q 'patroni[kubernetes]' psycopg2-binary
 fi
 "$venv/bin/patroni" --version >&2
+
+s3=/opt/pgpilot-s3
+if ! [[ -x $s3/bin/moto_server ]]; then
+  echo "installing moto's S3 server into $s3" >&2
+  /usr/bin/python3 -m venv "$s3"
+  "$s3/bin/pip" install -q 'moto[server]'
+fi

@@ -19,14 +19,14 @@ use super::sql::Conn;
 const CLUSTER: &str = "tls1";
 const SECRET: &str = "tls1-server-tls";
 
-/// A CA, and server certificates it signs for the cluster's Services.
-struct Authority {
+/// A CA, and the server certificates it signs.
+pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub pem: String,
 }
 
 impl Authority {
-    fn new() -> Authority {
+    pub fn new() -> Authority {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -40,15 +40,10 @@ impl Authority {
         }
     }
 
-    /// (certificate PEM, key PEM) for the cluster's primary Service and pods.
-    fn server(&self, serial: u64) -> (String, String) {
+    /// (certificate PEM, key PEM) for the DNS names `names`.
+    pub fn server(&self, names: Vec<String>, serial: u64) -> (String, String) {
         let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(vec![
-            format!("{CLUSTER}-primary.dataplane.svc"),
-            format!("{CLUSTER}-primary"),
-            format!("*.{CLUSTER}-pods.dataplane.svc"),
-        ])
-        .expect("server params");
+        let mut params = CertificateParams::new(names).expect("server params");
         params.serial_number = Some(serial.into());
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -59,7 +54,13 @@ impl Authority {
 
 impl Harness {
     fn apply_tls_secret(&self, ca: &Authority, serial: u64) -> String {
-        let (cert, key) = ca.server(serial);
+        // The cluster's primary Service and pods.
+        let names = vec![
+            format!("{CLUSTER}-primary.dataplane.svc"),
+            format!("{CLUSTER}-primary"),
+            format!("*.{CLUSTER}-pods.dataplane.svc"),
+        ];
+        let (cert, key) = ca.server(names, serial);
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         self.kube.apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n  ca.crt: {}\n",

@@ -93,6 +93,9 @@ pub struct Adapted {
 /// 8. ConfigMap and Secret volumes are brought up to date every 10 s (a kubelet: within
 ///    its sync period plus its cache's, about a minute), file by file with a rename each
 ///    (a kubelet swaps a symlink to a new directory, so all files change at once).
+/// 9. Name resolution is `/etc/hosts` (see `node.rs`), for the cluster's names and for the
+///    one server outside it a test names (the object store, `add_external_host`), where a
+///    node would ask cluster DNS and, through it, the network's resolver.
 pub fn local_differences(
     program: &str,
     pod_ip: &str,
@@ -167,6 +170,8 @@ pub struct Kubelet {
     api_server: (String, String),
     pgbouncer: (u32, u32),
     hosts_file: PathBuf,
+    /// Names outside the cluster that pods resolve (the object store's), with addresses.
+    external_hosts: Mutex<Vec<(String, String)>>,
     pods: Mutex<BTreeMap<String, RunningPod>>,
     /// Pods deleted from the API after they ran here, with their address: started again
     /// when their controller recreates them under the same name.
@@ -190,6 +195,7 @@ impl Kubelet {
             api_server,
             pgbouncer: pgbouncer_version(),
             hosts_file: hosts_file.to_owned(),
+            external_hosts: Mutex::new(Vec::new()),
             pods: Mutex::new(BTreeMap::new()),
             replaced: Mutex::new(BTreeMap::new()),
             stopping: Mutex::new(BTreeMap::new()),
@@ -961,12 +967,22 @@ impl Kubelet {
         }
     }
 
+    /// A name outside the cluster that pods resolve to `ip` from now on (as a node's
+    /// resolver would resolve a server on the network).
+    pub fn add_external_host(&self, name: &str, ip: &str) {
+        self.external_hosts
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), ip.to_owned()));
+        self.refresh_dns();
+    }
+
     /// Cluster DNS: each pod's `hostname.subdomain.NAMESPACE.svc`, and each Service's
     /// `NAME.NAMESPACE.svc` resolving to the first ready address of its EndpointSlices (the
     /// part kube-proxy plays for a ClusterIP).
     fn refresh_dns(&self) {
         let ns = &self.kube.namespace;
-        let mut entries = Vec::new();
+        let mut entries = self.external_hosts.lock().unwrap().clone();
         for (_, p) in self.pods.lock().unwrap().iter() {
             let spec = &p.pod["spec"];
             if let (Some(h), Some(s)) = (spec["hostname"].as_str(), spec["subdomain"].as_str()) {

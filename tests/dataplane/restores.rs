@@ -170,7 +170,7 @@ impl Harness {
     }
 
     /// Waits until every WAL segment written so far on `primary` is archived.
-    fn archive_now(&self, primary: &Conn) {
+    pub fn archive_now(&self, primary: &Conn) {
         let wal = primary.query("SELECT pg_walfile_name(pg_switch_wal())");
         wait_for("the last WAL segment archived", 60, || {
             let last =
