@@ -785,6 +785,10 @@ pub struct RestoreStatus {
     /// The timeline the restored cluster runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,
+    /// Where recovery stopped (`X/Y`): the LSN at which `timeline` began, from the
+    /// restored leader's timeline history as Patroni lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_lsn: Option<String>,
     /// What happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

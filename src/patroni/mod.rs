@@ -121,6 +121,41 @@ pub struct SwitchoverRequest {
 /// same shape as what it publishes on its pod, which may be a loop behind.
 pub type MemberState = MemberStatus;
 
+/// One line of Patroni's `/history`: timeline `timeline` ended at `lsn` (a byte position),
+/// and the next began there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineSwitch {
+    pub timeline: i64,
+    pub lsn: u64,
+    pub reason: String,
+}
+
+impl TimelineSwitch {
+    /// `[timeline, lsn, reason, time?, member?]`, as Patroni answers; `None` for a line of
+    /// another shape.
+    fn read(line: &[Value]) -> Option<TimelineSwitch> {
+        Some(TimelineSwitch {
+            timeline: line.first()?.as_i64()?,
+            lsn: line.get(1)?.as_u64()?,
+            reason: line.get(2)?.as_str().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// `lsn` as PostgreSQL writes an LSN: `X/Y`, upper and lower 32 bits in hex.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// Where recovery ended before timeline `timeline` began: the switch out of the timeline
+/// before it, from Patroni's `/history`.
+pub fn switch_into(history: &[TimelineSwitch], timeline: i64) -> Option<String> {
+    history
+        .iter()
+        .find(|s| s.timeline == timeline - 1)
+        .map(|s| format_lsn(s.lsn))
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: HttpClient<HttpConnector, Full<Bytes>>,
@@ -178,6 +213,19 @@ impl Client {
             .call(Method::GET, at, "/patroni", None, self.timeout)
             .await?;
         decode("GET /patroni", at, &body)
+    }
+
+    /// `GET /history`: the cluster's timeline switches, as the leader keeps them in the
+    /// DCS (read from PostgreSQL's timeline history files).
+    pub async fn history(&self, at: &Endpoint) -> Result<Vec<TimelineSwitch>, Error> {
+        let body = self
+            .call(Method::GET, at, "/history", None, self.timeout)
+            .await?;
+        let lines: Vec<Vec<Value>> = decode("GET /history", at, &body)?;
+        Ok(lines
+            .iter()
+            .filter_map(|l| TimelineSwitch::read(l))
+            .collect())
     }
 
     /// `POST /restart`: returns once PostgreSQL is back (or Patroni gave up).
@@ -323,6 +371,36 @@ fn brief(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_switch_into_a_timeline_is_where_recovery_ended() {
+        // As Patroni answers GET /history after a restore promoted timeline 3.
+        let body = serde_json::json!([
+            [
+                1,
+                50331808,
+                "no recovery target specified",
+                "2026-12-01T06:50:32+00:00",
+                "dp-0"
+            ],
+            [
+                2,
+                4_294_967_296u64 + 0x3000_0A0,
+                "before 2026-12-01 06:52:10.1+00"
+            ],
+            ["broken"],
+        ]);
+        let lines: Vec<Vec<Value>> = serde_json::from_value(body).unwrap();
+        let history: Vec<TimelineSwitch> = lines
+            .iter()
+            .filter_map(|l| TimelineSwitch::read(l))
+            .collect();
+        assert_eq!(history.len(), 2);
+        assert_eq!(switch_into(&history, 2).as_deref(), Some("0/30000A0"));
+        assert_eq!(switch_into(&history, 3).as_deref(), Some("1/30000A0"));
+        assert_eq!(switch_into(&history, 1), None);
+        assert_eq!(format_lsn(0), "0/0");
+    }
 
     #[test]
     fn endpoints_format_both_families() {

@@ -119,6 +119,16 @@ impl Harness {
             restored > timeline,
             "a new timeline: {restored} after {timeline}"
         );
+        // Where recovery stopped, as the restored timeline's history file has it.
+        let history = primary.query(&format!(
+            "SELECT pg_read_file('pg_wal/{restored:08X}.history')"
+        ));
+        let switch = history
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .and_then(|l| l.split_whitespace().nth(1))
+            .expect("a line in the history file");
+        assert_eq!(record["reachedLsn"], switch, "{history}");
         for pod in [format!("{CLONE}-0"), format!("{CLONE}-1")] {
             let on = Conn::new(&self.kubelet.ip(&pod), "postgres", &password, "postgres");
             let rows = wait_for(&format!("{pod} caught up"), 60, || {
@@ -164,7 +174,7 @@ impl Harness {
         assert_eq!(again, uids, "no instance replaced by asking again");
         assert_eq!(restore_record(self), record, "the record is unchanged");
         figures.push(format!(
-            "in place (spec.restore, id before-5): Succeeded {:.1} s after kubectl patch (instances stopped, volume restored, the restored instance leading and backed up, the replica created again); 1600 rows of the target through the same Service and password, timeline {timeline} → {restored}; the same id again did nothing",
+            "in place (spec.restore, id before-5): Succeeded {:.1} s after kubectl patch (instances stopped, volume restored, the restored instance leading and backed up, the replica created again); 1600 rows of the target through the same Service and password, timeline {timeline} → {restored} from LSN {switch}; the same id again did nothing",
             took.as_secs_f64()
         ));
     }
