@@ -621,6 +621,24 @@ pub async fn carry_out_in_place(
     Ok(record)
 }
 
+/// Where recovery stopped: the LSN at which `timeline` began, from the restored leader's
+/// timeline history (Patroni's `/history`).
+async fn reached_lsn(
+    patroni: &crate::patroni::Client,
+    leader: &crate::patroni::member::Member,
+    timeline: Option<i64>,
+) -> Result<String, String> {
+    let (Some(ip), Some(timeline)) = (leader.ip, timeline) else {
+        return Err(format!("{} reports no address or timeline", leader.name));
+    };
+    let history = patroni
+        .history(&super::converge::endpoint(ip))
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::patroni::switch_into(&history, timeline)
+        .ok_or_else(|| format!("Patroni's history lists no switch into timeline {timeline}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,22 +683,4 @@ mod tests {
         assert_eq!(instances.spec.as_ref().unwrap().replicas, Some(1));
         assert!(r.jobs.is_empty() && r.cron_jobs.is_empty());
     }
-}
-
-/// Where recovery stopped: the LSN at which `timeline` began, from the restored leader's
-/// timeline history (Patroni's `/history`).
-async fn reached_lsn(
-    patroni: &crate::patroni::Client,
-    leader: &crate::patroni::member::Member,
-    timeline: Option<i64>,
-) -> Result<String, String> {
-    let (Some(ip), Some(timeline)) = (leader.ip, timeline) else {
-        return Err(format!("{} reports no address or timeline", leader.name));
-    };
-    let history = patroni
-        .history(&super::converge::endpoint(ip))
-        .await
-        .map_err(|e| e.to_string())?;
-    crate::patroni::switch_into(&history, timeline)
-        .ok_or_else(|| format!("Patroni's history lists no switch into timeline {timeline}"))
 }
