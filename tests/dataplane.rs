@@ -493,7 +493,8 @@ impl Harness {
         su.query(
             "SELECT string_agg(format('%s:%s:%s:%s:%s', rolname, rolcanlogin, rolsuper, rolconnlimit, shobj_description(oid, 'pg_authid')), ',' ORDER BY rolname) FROM pg_roles WHERE rolname !~ '^pg_' \
              UNION ALL SELECT string_agg(format('%s:%s:%s', datname, pg_get_userbyid(datdba), datacl), ',' ORDER BY datname) FROM pg_database \
-             UNION ALL SELECT md5(pg_get_functiondef('pgpilot.pooler_auth(text)'::regprocedure))",
+             UNION ALL SELECT md5(pg_get_functiondef('pgpilot.pooler_auth(text)'::regprocedure)) \
+             UNION ALL SELECT string_agg(rolname || ':' || md5(coalesce(rolpassword, '')), ',' ORDER BY rolname) FROM pg_authid WHERE rolname !~ '^pg_'",
         )
     }
 
@@ -549,7 +550,31 @@ impl Harness {
             );
         }
 
-        // Again: the same pod's command in a fresh sandbox.
+        // No password reached the server: the Job sent SCRAM verifiers, and not even those
+        // were recorded by pg_stat_statements (loaded by default).
+        su.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        for u in spec["spec"]["users"].as_array().into_iter().flatten() {
+            let name = u["name"].as_str().unwrap_or_default();
+            let password = self
+                .kube
+                .secret(&format!("dp-user-{}", name.replace('_', "-")), "password");
+            let verifier = su.query(&format!(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = '{name}'"
+            ));
+            assert!(
+                verifier.starts_with("SCRAM-SHA-256$4096:"),
+                "{name}'s password is stored as a SCRAM verifier"
+            );
+            assert_eq!(
+                su.query(&format!(
+                    "SELECT count(*) FROM pg_stat_statements WHERE strpos(query, '{password}') > 0 OR strpos(query, '{verifier}') > 0"
+                )),
+                "0",
+                "{name}'s password or verifier recorded by pg_stat_statements"
+            );
+        }
+
+        // Again: the same pod's command in a fresh sandbox. The verifiers keep their salts.
         let ip = self.take_ip();
         let (ok, log) = self.kubelet.run_to_completion(&job, &ip);
         assert!(ok, "the roles Job failed on its second run:\n{log}");

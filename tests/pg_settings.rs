@@ -1,6 +1,9 @@
-//! The parameter contexts pgpilot warns with (`src/validate/pg_settings/contexts.tsv`) are
-//! those of a real server: Debian's PostgreSQL 15, the one the data-plane tests run, started
-//! here in a temporary directory on a Unix socket only, and asked for `pg_settings`.
+//! What pgpilot reproduces outside the server, checked against a real one: Debian's
+//! PostgreSQL 15, the one the data-plane tests run, started here in a temporary directory
+//! on a Unix socket only. The parameter contexts pgpilot warns with
+//! (`src/validate/pg_settings/contexts.tsv`) are those of its `pg_settings`; the SCRAM
+//! verifiers the roles Job computes (`src/render/scripts/scram.py`) are those the server
+//! itself stores for the same password and salt.
 //!
 //! Needs PostgreSQL 15 in /usr/lib/postgresql/15/bin (`bash hack/dataplane/install.sh`,
 //! which `.ci/run` calls). As root, the server runs as the `postgres` user: initdb and
@@ -43,6 +46,56 @@ fn the_table_matches_pg_settings_of_postgresql_15() {
         server.version,
         diff.join("\n  ")
     );
+}
+
+#[test]
+fn the_roles_jobs_scram_verifiers_are_the_servers_own() {
+    let server = Server::start();
+    server.query("CREATE ROLE probe");
+    let script = include_str!("../src/render/scripts/scram.py");
+    let verify = |password: &str, stored: &str| -> String {
+        let out = Command::new("python3")
+            .args(["-c", script, "PGPILOT_PROBE_PASSWORD", stored])
+            .env("PGPILOT_PROBE_PASSWORD", password)
+            .output()
+            .expect("running python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // ASCII, non-ASCII, a fullwidth form SASLprep folds (NFKC), a soft hyphen it drops,
+    // and a character it refuses (the server then uses the raw bytes, as the script does).
+    for password in [
+        "Zq7-pgpilot_Secret",
+        "pässwörd",
+        "\u{ff46}\u{ff55}\u{ff4c}\u{ff4c}",
+        "a\u{ad}b",
+        "a\u{7}b",
+    ] {
+        server.query("SET password_encryption = 'scram-sha-256'");
+        let literal = password.replace('\'', "''");
+        server.query(&format!("ALTER ROLE probe PASSWORD '{literal}'"));
+        let stored = server.query("SELECT rolpassword FROM pg_authid WHERE rolname = 'probe'");
+        let stored = stored.trim();
+        assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
+        // The same salt and iterations: the server's verifier, to the byte.
+        assert_eq!(verify(password, stored), stored, "{password:?}");
+        // No stored verifier: a fresh salt each time, the same format.
+        let (a, b) = (verify(password, ""), verify(password, "md5abc"));
+        assert!(a.starts_with("SCRAM-SHA-256$4096:") && a != b, "{a} {b}");
+        // Sent to the server, it is stored as sent (logins with it: the data-plane suite).
+        server.query(&format!("ALTER ROLE probe PASSWORD '{a}'"));
+        assert_eq!(
+            server
+                .query("SELECT rolpassword FROM pg_authid WHERE rolname = 'probe'")
+                .trim(),
+            a
+        );
+        assert_eq!(verify(password, &a), a, "{password:?}: the salt reused");
+    }
 }
 
 /// One line per parameter the table and the server disagree on.

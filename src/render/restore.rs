@@ -107,21 +107,21 @@ fn config(c: &Cluster, source: &Source) -> Result<String, RenderError> {
 }
 
 /// What the Job runs once PostgreSQL has promoted: this cluster's passwords for the roles
-/// Patroni and the operator log in with (the restored ones are the source's), and no
-/// recovery settings left behind in `postgresql.auto.conf`.
+/// Patroni and the operator log in with (the restored ones are the source's), sent as SCRAM
+/// verifiers, and no recovery settings left behind in `postgresql.auto.conf`.
 fn sql() -> String {
-    let role = |r: &str| format!("\"{}\"", r.replace('"', "\"\""));
-    format!(
-        "ALTER SYSTEM RESET ALL;\n\
-         SELECT pg_reload_conf();\n\
-         \\set pw `printenv PGPILOT_SUPERUSER_PASSWORD`\n\
-         ALTER ROLE {} WITH PASSWORD :'pw';\n\
-         \\set pw `printenv PGPILOT_REPLICATION_PASSWORD`\n\
-         ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD :'pw';\n\
-         CHECKPOINT;\n",
-        role(names::SUPERUSER),
-        role(names::REPLICATION_USER)
-    )
+    let mut s = String::from("\\set ON_ERROR_STOP on\n");
+    s.push_str(super::roles::QUIET_SESSION);
+    s.push_str("ALTER SYSTEM RESET ALL;\nSELECT pg_reload_conf();\n");
+    super::roles::set_password(&mut s, names::SUPERUSER, "", "PGPILOT_SUPERUSER_PASSWORD");
+    super::roles::set_password(
+        &mut s,
+        names::REPLICATION_USER,
+        "LOGIN REPLICATION",
+        "PGPILOT_REPLICATION_PASSWORD",
+    );
+    s.push_str("CHECKPOINT;\n");
+    s
 }
 
 /// The arguments of `restore.sh`: data directory, binaries, major, then pgBackRest's
@@ -217,6 +217,7 @@ pub fn render(
             json!({ "name": "shm", "mountPath": "/dev/shm" }),
         ],
         env: vec![
+            super::roles::scram_env(),
             secret_env(
                 "PGPILOT_SUPERUSER_PASSWORD",
                 &names::superuser_secret(c.name),

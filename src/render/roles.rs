@@ -39,18 +39,60 @@ fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Creates a role if missing, then sets its options and password (read from the
-/// environment variable `env`, so it never appears in the script or the process list).
+/// Creates a role if missing, then sets its options and password (see [`set_password`]).
 fn upsert_role(sql: &mut String, role: &str, options: &str, env: &str) {
+    let r = literal(role);
     let _ = writeln!(
         sql,
-        "SELECT format('CREATE ROLE %I', {r}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) \\gexec",
-        r = literal(role)
+        "SELECT format('CREATE ROLE %I', {r}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {r}) \\gexec"
     );
-    let _ = writeln!(sql, "\\set pw `printenv {env}`");
-    let role_id = ident(role);
-    let _ = writeln!(sql, "ALTER ROLE {role_id} WITH {options} PASSWORD :'pw';");
-    let _ = writeln!(sql, "COMMENT ON ROLE {role_id} IS {};", literal(MANAGED));
+    set_password(sql, role, options, env);
+    let _ = writeln!(
+        sql,
+        "COMMENT ON ROLE {} IS {};",
+        ident(role),
+        literal(MANAGED)
+    );
+}
+
+/// psql lines that give existing role `role` options `options` and the password in the
+/// environment variable `env` (so it never appears in a script or the process list). The
+/// password never reaches the server either: the script computes its SCRAM verifier
+/// (`scripts/scram.py`, in `PGPILOT_SCRAM`: see [`scram_env`]), reusing the stored
+/// verifier's salt so that an unchanged password changes nothing, and sends that. A
+/// verifier that could not be computed stops the script rather than clear a password.
+pub(super) fn set_password(sql: &mut String, role: &str, options: &str, env: &str) {
+    let _ = writeln!(
+        sql,
+        "SELECT coalesce((SELECT rolpassword FROM pg_authid WHERE rolname = {}), '') AS stored_verifier \\gset",
+        literal(role)
+    );
+    let _ = writeln!(
+        sql,
+        "\\set pw `python3 -c \"$PGPILOT_SCRAM\" {env} :'stored_verifier'`"
+    );
+    let _ = writeln!(
+        sql,
+        "SELECT :'pw' ~ '^SCRAM-SHA-256\\$' AS verifier \\gset\n\\if :verifier\n\\else\nDO $$ BEGIN RAISE EXCEPTION '%', {}; END $$;\n\\endif",
+        literal(&format!(
+            "no SCRAM verifier could be computed for role {role}"
+        ))
+    );
+    let _ = writeln!(
+        sql,
+        "ALTER ROLE {} WITH {options} PASSWORD :'pw';",
+        ident(role)
+    );
+}
+
+/// Settings for a session whose statements carry SCRAM verifiers: out of the server log
+/// and out of pg_stat_statements (a placeholder setting where it is not loaded).
+pub(super) const QUIET_SESSION: &str = "SET log_statement = 'none';\nSET log_min_duration_statement = -1;\nSET pg_stat_statements.track_utility = off;\n";
+
+/// `PGPILOT_SCRAM`, the verifier program [`set_password`]'s lines run, for a container's
+/// env (its `$` doubled: the kubelet reduces `$$` to `$`).
+pub(super) fn scram_env() -> Value {
+    json!({ "name": "PGPILOT_SCRAM", "value": include_str!("scripts/scram.py").replace('$', "$$") })
 }
 
 /// Environment variable carrying user `i`'s password.
@@ -60,8 +102,7 @@ fn user_env(i: usize) -> String {
 
 pub fn script(c: &Cluster) -> String {
     let mut sql = String::from("\\set ON_ERROR_STOP on\n\\set QUIET on\n");
-    // Statements below carry passwords: keep them out of the server log.
-    sql.push_str("SET log_statement = 'none';\nSET log_min_duration_statement = -1;\nSET password_encryption = 'scram-sha-256';\n");
+    sql.push_str(QUIET_SESSION);
     let users = c.spec.users.as_deref().unwrap_or_default();
     for (i, u) in users.iter().enumerate() {
         // Rebuilt from the known keywords: validation refuses anything else, and a stored
@@ -181,6 +222,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         // The kubelet reduces `$$` in env values to `$`; the script's dollar quotes need
         // theirs doubled to arrive intact.
         json!({ "name": "PGPILOT_SQL", "value": script(c).replace('$', "$$") }),
+        scram_env(),
     ];
     for (i, u) in c.spec.users.iter().flatten().enumerate() {
         env.push(secret_env(

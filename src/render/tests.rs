@@ -297,7 +297,26 @@ fn roles_script_is_idempotent_sql_without_passwords() {
     assert!(sql.contains("GRANT pg_monitor TO \"pgpilot_monitor\";"));
     assert!(sql.contains("pgpilot.pooler_auth"));
     assert!(sql.contains("SET log_statement = 'none';"));
+    assert!(sql.contains("SET pg_stat_statements.track_utility = off;"));
     assert!(sql.contains("ALTER ROLE %I NOLOGIN"));
+    // A SCRAM verifier computed in the Job goes to the server, never the password; one
+    // that could not be computed stops the Job before the ALTER ROLE.
+    assert!(
+        sql.replace("$$", "$").contains(
+            "\\set pw `python3 -c \"$PGPILOT_SCRAM\" PGPILOT_USER_1_PASSWORD :'stored_verifier'`"
+        ),
+        "{sql}"
+    );
+    assert!(!sql.contains("printenv"), "{sql}");
+    let check = sql.find("\\if :verifier").unwrap();
+    let alter = sql.find("ALTER ROLE \"orders_readonly\"").unwrap();
+    assert!(check < alter);
+    let scram = env.iter().find(|e| e.name == "PGPILOT_SCRAM").unwrap();
+    assert_eq!(
+        scram.value.as_deref().unwrap().replace("$$", "$"),
+        include_str!("scripts/scram.py"),
+        "the program arrives intact through the kubelet's expansion"
+    );
     // Passwords come from Secrets through the environment, never the script.
     for e in &env {
         if e.name.ends_with("PASSWORD") {
@@ -712,6 +731,14 @@ fn a_restore_reads_a_volume_repository_through_the_sources_repository_host() {
     assert!(
         !data["restore.sql"].contains("GENERATED"),
         "no password in the script"
+    );
+    // The restored roles get this cluster's passwords as SCRAM verifiers.
+    assert!(
+        data["restore.sql"].contains("python3 -c \"$PGPILOT_SCRAM\" PGPILOT_REPLICATION_PASSWORD")
+            && data["restore.sql"].contains("ALTER ROLE \"postgres\" WITH  PASSWORD :'pw';")
+            && !data["restore.sql"].contains("printenv"),
+        "{}",
+        data["restore.sql"]
     );
 
     let job = serde_json::to_value(&r.job).unwrap();
