@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::pod::{container_security, pod_security, secret_env, tmp_volume};
 use super::pooler::AUTH_FUNCTION;
 use super::secrets::{exporter_enabled, pooler_enabled};
+use super::statefulset::server_tls_secret;
 use super::{Cluster, RenderError, Rendered, build, component, need};
 use crate::names;
 use crate::validate::roles::normalized_option;
@@ -216,7 +217,9 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         json!({ "name": "PGPORT", "value": names::POSTGRES_PORT.to_string() }),
         json!({ "name": "PGUSER", "value": names::SUPERUSER }),
         json!({ "name": "PGDATABASE", "value": "postgres" }),
-        json!({ "name": "PGSSLMODE", "value": if c.spec.tls_enabled() { "require" } else { "disable" } }),
+        // With TLS, the primary's certificate is checked against the cluster's CA and its
+        // Service name (the names pgpilot's certificates carry).
+        json!({ "name": "PGSSLMODE", "value": if c.spec.tls_enabled() { "verify-full" } else { "disable" } }),
         json!({ "name": "PGCONNECT_TIMEOUT", "value": "5" }),
         secret_env("PGPASSWORD", &names::superuser_secret(c.name), "password"),
         // The kubelet reduces `$$` in env values to `$`; the script's dollar quotes need
@@ -224,6 +227,14 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         json!({ "name": "PGPILOT_SQL", "value": script(c).replace('$', "$$") }),
         scram_env(),
     ];
+    let mut volumes = vec![tmp_volume()];
+    let mut mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
+    if c.spec.tls_enabled() {
+        let dir = super::SERVER_TLS_DIR;
+        env.push(json!({ "name": "PGSSLROOTCERT", "value": format!("{dir}/ca.crt") }));
+        volumes.push(json!({ "name": "server-ca", "secret": { "secretName": server_tls_secret(c)?, "items": [{ "key": "ca.crt", "path": "ca.crt" }] } }));
+        mounts.push(json!({ "name": "server-ca", "mountPath": dir, "readOnly": true }));
+    }
     for (i, u) in c.spec.users.iter().flatten().enumerate() {
         env.push(secret_env(
             &user_env(i),
@@ -268,11 +279,11 @@ printf '%s\\n' \"$PGPILOT_SQL\" | psql -X -f -";
                         "image": image,
                         "command": ["sh", "-c", command],
                         "env": env,
-                        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+                        "volumeMounts": mounts,
                         "resources": { "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } },
                         "securityContext": container_security()
                     }],
-                    "volumes": [tmp_volume()]
+                    "volumes": volumes
                 }
             }
     });

@@ -1,6 +1,6 @@
 //! Golden snapshots of every child for both samples, and the rules rendering follows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::config::Config;
@@ -254,6 +254,56 @@ fn roles_job_hash_follows_the_job_template_only() {
     c.spec.image = Some("example.com/pg:17.9".into());
     assert_ne!(job(&a), job(&c));
     assert_eq!(job(&a).len(), "orders-roles-".len() + names::ROLES_HASH_LEN);
+}
+
+#[test]
+fn roles_job_checks_the_primarys_certificate_when_tls_is_on() {
+    let c = sample("ha-backup-pooler");
+    assert!(c.spec.tls_enabled());
+    let r = render(&c).unwrap();
+    let pod = r.jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
+    let container = &pod.containers[0];
+    let env: BTreeMap<String, String> = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    assert_eq!(env["PGSSLMODE"], "verify-full");
+    assert_eq!(env["PGSSLROOTCERT"], "/etc/pgpilot/tls/ca.crt");
+    assert_eq!(env["PGHOST"], "orders-primary.db.svc");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "server-ca")
+        .unwrap();
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("orders-tls"));
+    // Only the CA: the Job never holds the server's key.
+    assert_eq!(secret.items.as_ref().unwrap().len(), 1);
+    assert_eq!(secret.items.as_ref().unwrap()[0].key, "ca.crt");
+    assert!(
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "server-ca" && m.mount_path == "/etc/pgpilot/tls")
+    );
+
+    let mut plain = c.clone();
+    plain.spec.tls = None;
+    let (env, _) = roles_job(&plain);
+    let mode = env.iter().find(|e| e.name == "PGSSLMODE").unwrap();
+    assert_eq!(mode.value.as_deref(), Some("disable"));
+    assert!(!env.iter().any(|e| e.name == "PGSSLROOTCERT"));
 }
 
 /// The roles Job's environment, and its SQL as the Job spec carries it.

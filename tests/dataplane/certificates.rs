@@ -111,6 +111,20 @@ impl Harness {
         );
         let query = |sql: &str| verify_full(&conn, &ca_file, sql);
         wait_for("a verify-full connection", 120, || query("SELECT 1").ok());
+        // The roles Job checks the primary's certificate too (verify-full against the
+        // Secret's ca.crt): it succeeds against the certificate issued for the Service.
+        let roles = wait_for("the roles Job's pod", 60, || {
+            self.kube
+                .list(
+                    "pods",
+                    &format!("pgpilot.io/cluster={CLUSTER},app.kubernetes.io/component=roles"),
+                )
+                .first()
+                .and_then(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        });
+        let roles_ip = self.take_ip();
+        let (ok, log) = self.kubelet.run_to_completion(&roles, &roles_ip);
+        assert!(ok, "the roles Job over verify-full:\n{log}");
         assert_eq!(
             self.served_fingerprint(&ip).as_deref(),
             Some(first.as_str())
