@@ -250,6 +250,8 @@ const LOCK_RETRY_SECONDS: u32 = 20;
 /// failing. (On-demand Jobs never meet another: the controller starts one only when no
 /// backup Job of the cluster runs.)
 /// pgBackRest expires what the repository's retention no longer keeps after each backup.
+///
+/// `pg_options` are added to every pgBackRest command (see [`first_instance_only`]).
 fn job_spec(
     c: &Cluster,
     access: &RepoAccess,
@@ -257,6 +259,7 @@ fn job_spec(
     repo: &BackupRepo,
     kind: BackupType,
     labels: &BTreeMap<String, String>,
+    pg_options: &str,
 ) -> Result<Value, RenderError> {
     let n = repo_index(repo)?;
     // Volume repositories are ReadWriteOnce: the job must run on the repository host's node.
@@ -266,8 +269,8 @@ fn job_spec(
     }]}});
     let command = format!(
         "while :; do\n\
-         \x20 pgbackrest --stanza={STANZA} stanza-create \
-         && pgbackrest --stanza={STANZA} --repo={n} --type={t} backup && exit 0\n\
+         \x20 pgbackrest --stanza={STANZA}{pg_options} stanza-create \
+         && pgbackrest --stanza={STANZA}{pg_options} --repo={n} --type={t} backup && exit 0\n\
          \x20 rc=$?; [ $rc -eq {LOCK_HELD} ] || exit $rc\n\
          \x20 echo 'another backup of stanza {STANZA} runs; trying again in {LOCK_RETRY_SECONDS} s'\n\
          \x20 sleep {LOCK_RETRY_SECONDS}\n\
@@ -322,7 +325,7 @@ fn cron_job(
                 "failedJobsHistoryLimit": 3,
                 "jobTemplate": {
                     "metadata": { "labels": labels },
-                    "spec": job_spec(c, access, image, repo, kind, &labels)?
+                    "spec": job_spec(c, access, image, repo, kind, &labels, "")?
                 }
             }
         }),
@@ -333,6 +336,14 @@ fn cron_job(
 /// scheduled backups' Job, named and labelled after the request. `None` when the value
 /// does not name a repository of the spec (admission refuses such values).
 pub fn request_job(c: &Cluster, value: &str) -> Result<Option<Job>, RenderError> {
+    request_job_with(c, value, "")
+}
+
+fn request_job_with(
+    c: &Cluster,
+    value: &str,
+    pg_options: &str,
+) -> Result<Option<Job>, RenderError> {
     let Some((repo_name, kind)) = names::backup_request(value) else {
         return Ok(None);
     };
@@ -356,7 +367,7 @@ pub fn request_job(c: &Cluster, value: &str) -> Result<Option<Job>, RenderError>
                 "annotations": { names::BACKUP_REQUEST_LABEL: value.trim() },
                 "ownerReferences": c.owner.clone().map(|o| vec![o])
             },
-            "spec": job_spec(c, &access, image, repo, kind, &labels)?
+            "spec": job_spec(c, &access, image, repo, kind, &labels, pg_options)?
         }),
     )
     .map(Some)
@@ -372,7 +383,8 @@ pub fn restore_backup_job(c: &Cluster) -> Result<Option<Job>, RenderError> {
         return Ok(None);
     };
     let value = format!("{}:{}", r.repo, BackupType::Full.pgbackrest_type());
-    let Some(mut job) = request_job(c, &value)? else {
+    let instances = *need(&c.spec.instances, "spec.instances")?;
+    let Some(mut job) = request_job_with(c, &value, &first_instance_only(instances))? else {
         return Ok(None);
     };
     job.metadata.name = Some(names::in_place_backup_job(c.name, &r.id));
@@ -381,4 +393,25 @@ pub fn restore_backup_job(c: &Cluster) -> Result<Option<Job>, RenderError> {
     labels.remove(names::BACKUP_REQUEST_LABEL);
     labels.insert(names::RESTORE_LABEL.into(), c.name.into());
     Ok(Some(job))
+}
+
+/// pgBackRest options that leave instances 2 to `instances` out of a backup (`--reset-`
+/// drops a setting of the configuration file): the backup after an in-place restore runs
+/// while the restored first instance is the only one, and pgBackRest would otherwise wait
+/// its `io-timeout` (60 s) on each missing host, in each command.
+fn first_instance_only(instances: i32) -> String {
+    const SETTINGS: [&str; 9] = [
+        "host",
+        "host-type",
+        "host-ca-file",
+        "host-cert-file",
+        "host-key-file",
+        "path",
+        "port",
+        "socket-path",
+        "user",
+    ];
+    (2..=instances)
+        .flat_map(|n| SETTINGS.map(|o| format!(" --reset-pg{n}-{o}")))
+        .collect()
 }

@@ -946,10 +946,36 @@ fn an_in_place_restore_reads_the_clusters_own_repository_and_is_named_after_its_
         backup.metadata.name.as_deref(),
         Some(format!("{job_name}-backup").as_str())
     );
-    let labels = backup.metadata.labels.unwrap();
+    let labels = backup.metadata.labels.clone().unwrap();
     assert_eq!(labels[crate::names::RESTORE_LABEL], name);
     assert!(!labels.contains_key(crate::names::BACKUP_REQUEST_LABEL));
     assert!(backup.metadata.annotations.is_none());
+    // Only the restored first instance is in its configuration: the others do not exist
+    // yet, and pgBackRest would wait its io-timeout on each.
+    let command = serde_json::to_value(&backup).unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["command"][2]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let instances = c.spec.instances.unwrap();
+    assert!(instances >= 2);
+    for n in 2..=instances {
+        for o in ["host", "path", "user", "host-key-file"] {
+            assert_eq!(
+                command.matches(&format!(" --reset-pg{n}-{o} ")).count(),
+                2,
+                "stanza-create and backup: {command}"
+            );
+        }
+    }
+    assert!(!command.contains("--reset-pg1-"), "{command}");
+    let scheduled = render(&c).unwrap();
+    assert!(
+        !serde_json::to_string(&scheduled.cron_jobs)
+            .unwrap()
+            .contains("--reset-"),
+        "scheduled backups keep every instance"
+    );
 
     // The roles Job runs again after each restore (the restored roles are the target's).
     let roles = |c: &PostgresCluster| render(c).unwrap().jobs[0].metadata.name.clone();
