@@ -23,7 +23,17 @@ pub struct Config {
     pub exporter: ExporterDefaults,
     pub scheduling: SchedulingDefaults,
     pub service: ServiceDefaults,
+    pub network_policy: NetworkPolicyDefaults,
     pub policy: Policy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicyDefaults {
+    pub enabled: bool,
+    /// Where the operator runs (`pgpilot run` takes `POD_NAMESPACE` when the file does not
+    /// say).
+    pub operator_namespace: String,
 }
 
 /// What clusters may ask for, whoever creates them: checked at admission (and by the
@@ -219,6 +229,10 @@ impl Default for Config {
             service: ServiceDefaults {
                 type_: ServiceType::ClusterIP,
             },
+            network_policy: NetworkPolicyDefaults {
+                enabled: true,
+                operator_namespace: "pgpilot-system".into(),
+            },
             policy: Policy::default(),
         }
     }
@@ -291,6 +305,12 @@ impl Config {
         let p = &self.patroni;
         if p.loop_wait + 2 * p.retry_timeout > p.ttl {
             return Err("patroni: loopWait + 2 * retryTimeout must not exceed ttl".into());
+        }
+        let ns = &self.network_policy.operator_namespace;
+        if !crate::names::is_dns1123_label(ns) {
+            return Err(format!(
+                "networkPolicy.operatorNamespace {ns:?} is not a namespace name"
+            ));
         }
         Ok(())
     }

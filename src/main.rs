@@ -85,6 +85,11 @@ struct ControllerArgs {
     /// Namespace of the leader-election Lease (default: `POD_NAMESPACE`, else `default`).
     #[arg(long)]
     lease_namespace: Option<String>,
+    /// Manage the PostgresClusters of this namespace only (default: every namespace). The
+    /// operator then watches and reads only there: a RoleBinding of its ClusterRole in
+    /// this namespace is enough (see overlays/namespaced/).
+    #[arg(long, value_parser = namespace_name)]
+    watch_namespace: Option<String>,
     /// Seconds between re-checks of an unchanged cluster (pod readiness, drift nobody
     /// reported); a re-check of an unchanged cluster writes nothing.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
@@ -158,7 +163,16 @@ fn serve_command(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let result = load_config(config.as_deref()).and_then(|config| {
+    let result = load_config(config.as_deref()).and_then(|mut config| {
+        // Clusters' NetworkPolicies admit the operator's pods from the namespace it runs in,
+        // unless the configuration names another.
+        let np = &mut config.network_policy;
+        if let Ok(ns) = std::env::var("POD_NAMESPACE")
+            && np.operator_namespace == Config::default().network_policy.operator_namespace
+            && pgpilot::names::is_dns1123_label(&ns)
+        {
+            np.operator_namespace = ns;
+        }
         let runtime = tokio::runtime::Runtime::new()
             .map_err(|e| format!("starting the async runtime: {e}"))?;
         runtime.block_on(serve(webhook, controller, config))
@@ -206,6 +220,7 @@ async fn serve(
         let settings = pgpilot::controller::Settings {
             lease_namespace: args.lease_namespace(),
             resync: std::time::Duration::from_secs(args.resync_seconds),
+            namespace: args.watch_namespace.clone(),
             metrics,
         };
         parts.spawn(pgpilot::controller::run_elected(
@@ -244,6 +259,15 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
     }
     shutdown.cancel();
+}
+
+/// A namespace's name (an RFC 1123 label), for `--watch-namespace`.
+fn namespace_name(s: &str) -> Result<String, String> {
+    if pgpilot::names::is_dns1123_label(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("a namespace name: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit".into())
+    }
 }
 
 fn print_or_fail(text: &str) -> ExitCode {

@@ -130,7 +130,7 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
@@ -164,6 +164,24 @@ mod tests {
         assert!(matches!(err, ProbeError::NoTls { .. }), "{err}");
     }
 
+    /// A TLS server's configuration presenting `cert`, whose key is `key`.
+    pub(crate) fn tls_server(
+        cert: rustls::pki_types::CertificateDer<'static>,
+        key: &rcgen::KeyPair,
+    ) -> rustls::ServerConfig {
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap()
+    }
+
     /// A TLS server behind an `S` answer: the probe returns exactly its certificate.
     #[tokio::test]
     async fn returns_the_certificate_the_server_presents() {
@@ -173,17 +191,7 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         let der = cert.der().clone();
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![der.clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        )
-        .unwrap();
+        let server = tls_server(der.clone(), &key);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

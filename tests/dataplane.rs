@@ -343,17 +343,21 @@ impl Harness {
 
     /// Patroni's view of a member: `GET /patroni` on its REST API.
     fn patroni_state(&self, pod: &str) -> Option<Value> {
+        serde_json::from_slice(&self.patroni_get(pod, "/patroni", 2)?).ok()
+    }
+
+    /// `GET path` on a member's REST API: plain HTTP, or HTTPS for a member of a cluster
+    /// with TLS (its certificate is checked by `certificates.rs`, not here).
+    fn patroni_get(&self, pod: &str, path: &str, seconds: u32) -> Option<Vec<u8>> {
         let ip = self.kubelet.ip(pod);
-        let out = Command::new("curl")
-            .args([
-                "-sf",
-                "--max-time",
-                "2",
-                &format!("http://{ip}:8008/patroni"),
-            ])
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
+        ["http", "https"].iter().find_map(|scheme| {
+            let out = Command::new("curl")
+                .args(["-sfk", "--max-time", &seconds.to_string()])
+                .arg(format!("{scheme}://{ip}:8008{path}"))
+                .output()
+                .ok()?;
+            out.status.success().then_some(out.stdout)
+        })
     }
 
     fn leader(&self, among: &[&str]) -> Option<String> {

@@ -76,6 +76,8 @@ fn the_full_sample_materializes_every_kind() {
         "statefulset.apps/orders-repo-host",
         "deployment.apps/orders-pooler",
         "poddisruptionbudget.policy/orders-pooler",
+        "networkpolicy.networking.k8s.io/orders",
+        "networkpolicy.networking.k8s.io/orders-repo-host",
         "cronjob.batch/orders-backup-repo1-full",
         "cronjob.batch/orders-backup-repo1-diff",
         "cronjob.batch/orders-backup-repo1-incr",

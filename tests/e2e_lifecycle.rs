@@ -413,6 +413,7 @@ fn the_operator_s_account_holds_only_what_it_uses() {
     };
     for allowed in [
         &["patch", "statefulsets", "-n", "any"][..],
+        &["patch", "networkpolicies.networking.k8s.io", "-n", "any"],
         &["create", "pods", "--subresource=eviction", "-n", "any"],
         &[
             "patch",

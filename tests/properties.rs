@@ -235,6 +235,11 @@ fn any_spec() -> impl Strategy<Value = PostgresClusterSpec> {
                         ..Default::default()
                     }),
                 }),
+                // The same wild names as a namespace for the operator.
+                network_policy: tls.clone().map(|s| NetworkPolicySpec {
+                    enabled: Some(s.len() % 2 == 0),
+                    operator_namespace: Some(s),
+                }),
                 tls: tls.map(|s| TlsSpec {
                     secret_name: Some(s),
                     issuer_ref: None,

@@ -104,6 +104,11 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSpec>,
 
+    /// Who may reach the instances: NetworkPolicies `CLUSTER` (instances) and
+    /// `CLUSTER-repo-host`, enforced by the cluster's network plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+
     /// How the cluster gets its first data: by default an empty database (`initdb`); with
     /// `restore`, a backup of another cluster. Acts once, when the cluster is created, and
     /// cannot change afterwards.
@@ -708,6 +713,22 @@ pub struct ServiceSpec {
     /// Client CIDRs a `LoadBalancer` accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_source_ranges: Option<Vec<String>>,
+}
+
+/// NetworkPolicies for the cluster's pods. PostgreSQL's port (and the exporter's) stay open
+/// to every client; Patroni's API (8008) admits only the cluster's instances and the
+/// operator's pods; pgBackRest's port (8432) only the cluster's own pods and restore Jobs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Render the NetworkPolicies. Defaults to the operator configuration's
+    /// `networkPolicy.enabled` (true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The namespace the operator runs in: its pods (`app.kubernetes.io/name: pgpilot`)
+    /// may call Patroni's API. Defaults to the operator's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_namespace: Option<String>,
 }
 
 /// Kubernetes Service type of the primary Service.

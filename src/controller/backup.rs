@@ -48,6 +48,7 @@ pub async fn observe(
         obj,
         namespace,
         name,
+        ..
     } = *scope;
     if cluster.spec.backup_repos().is_empty() {
         ctx.metrics.set_backups(namespace, name, None);
@@ -114,17 +115,14 @@ async fn ask_for_listing(
         name,
         ..
     } = *scope;
-    let ip = primary.and_then(|p| members.iter().find(|m| m.name == p)?.ip);
-    let Some(ip) = ip else { return };
+    let at = primary.and_then(|p| members.iter().find(|m| m.name == p)?.api.clone());
+    let Some(at) = at else { return };
     let newest = last_backup.map(|t| t.as_second());
     if !ctx.may_ask_listing(&format!("{namespace}/{name}"), newest, LISTING_EVERY) {
         return;
     }
-    let asked = match super::converge::writer(ctx, namespace, name).await {
-        Ok(client) => client
-            .reload(&super::converge::endpoint(ip))
-            .await
-            .map_err(|e| e.to_string()),
+    let asked = match super::converge::writer(scope).await {
+        Ok(client) => client.reload(&at).await.map_err(|e| e.to_string()),
         Err((_, why)) => Err(why),
     };
     if let Err(e) = asked {

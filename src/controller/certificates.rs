@@ -41,6 +41,7 @@ pub async fn step(
         obj,
         namespace,
         name,
+        ..
     } = *scope;
     let Some(secret_name) = secret_name else {
         return Ok(());
@@ -96,17 +97,17 @@ pub async fn step(
     let mut reloaded = Vec::new();
     let mut client = None;
     for m in members.iter().filter(|m| behind.contains(&m.name)) {
-        let Some(ip) = m.ip else { continue };
+        let Some(at) = &m.api else { continue };
         if !ctx.may_reload(&format!("{key}/{}", m.name), RELOAD_EVERY) {
             continue;
         }
         // The credentials are read once per pass, and only when a reload is due.
         if client.is_none() {
-            client = Some(converge::writer(ctx, namespace, name).await?);
+            client = Some(converge::writer(scope).await?);
         }
         let Some(client) = &client else { continue };
         client
-            .reload(&converge::endpoint(ip))
+            .reload(at)
             .await
             .map_err(|e| pending(format!("reloading {}: {e}", m.name)))?;
         reloaded.push(m.name.clone());

@@ -4,9 +4,10 @@
 //! order (`restarts.rs`). A converged cluster costs one read (`GET /config` on the leader)
 //! and no write.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Secret};
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use tracing::info;
@@ -14,7 +15,7 @@ use tracing::info;
 use super::restarts::{self, Next};
 use super::{Context, Scope, publish};
 use crate::names;
-use crate::patroni::{self, Credentials, Endpoint, Member, RestartRequest, dynamic};
+use crate::patroni::{self, Credentials, Member, RestartRequest, dynamic};
 use kube::api::DynamicObject;
 
 /// Why the configuration is not applied: `(reason, message)` for the condition.
@@ -53,10 +54,11 @@ pub async fn converge(
         obj,
         namespace,
         name,
+        ..
     } = *scope;
     let key = format!("{namespace}/{name}");
     let Some((leader, at)) =
-        patroni::member::leader(members).and_then(|l| l.ip.map(|ip| (l, endpoint(ip))))
+        patroni::member::leader(members).and_then(|l| l.api.clone().map(|at| (l, at)))
     else {
         return Err(not_applied(
             "NoLeader",
@@ -64,13 +66,13 @@ pub async fn converge(
         ));
     };
     // Reads are open; the Secret is read only when there is something to write.
-    let current = ctx
+    let current = scope
         .patroni
         .config(&at)
         .await
         .map_err(|e| not_applied("PatroniUnreachable", e.to_string()))?;
     if let Some(patch) = dynamic::diff(&current, desired) {
-        writer(ctx, namespace, name)
+        writer(scope)
             .await?
             .patch_config(&at, &patch)
             .await
@@ -109,7 +111,7 @@ pub async fn converge(
             "a rollout replaces the pods; the replacements start with the new configuration",
         ));
     }
-    let client = writer(ctx, namespace, name).await?;
+    let client = writer(scope).await?;
     restart_next(ctx, obj, &client, &key, members, sync).await
 }
 
@@ -132,18 +134,53 @@ pub(super) async fn sync_standbys(
     ))
 }
 
-/// The Patroni client with the cluster's `C-patroni-api` credentials, for writes.
-pub(super) async fn writer(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<patroni::Client, NotApplied> {
-    let credentials = credentials(ctx, namespace, name).await?;
-    Ok(ctx.patroni.with_credentials(Some(credentials)))
+/// The cluster's Patroni client with its `C-patroni-api` credentials, for writes.
+pub(super) async fn writer(scope: &Scope<'_>) -> Result<patroni::Client, NotApplied> {
+    let credentials = credentials(scope.ctx, scope.namespace, scope.name).await?;
+    Ok(scope.patroni.with_credentials(Some(credentials)))
 }
 
-pub(super) fn endpoint(ip: std::net::IpAddr) -> Endpoint {
-    Endpoint::new(ip, names::PATRONI_PORT as u16)
+/// The Patroni client for the members running in `pods`: members that serve HTTPS are
+/// checked against the `ca.crt` of the Secret they mount as their server certificate (one
+/// read per pass; none for a cluster without TLS). A Secret that cannot be read leaves a
+/// client that refuses those members, with the reason.
+pub(super) async fn client_for(ctx: &Context, namespace: &str, pods: &[Pod]) -> patroni::Client {
+    let secrets: BTreeSet<&str> = pods
+        .iter()
+        .filter(|p| super::members::serves_https(p))
+        .filter_map(super::members::server_tls_secret)
+        .collect();
+    if secrets.is_empty() {
+        return ctx.patroni.clone();
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut pem = Vec::new();
+    for name in secrets {
+        let ca = match api.get_opt(name).await {
+            Ok(Some(secret)) => secret.data.and_then(|mut d| d.remove("ca.crt")),
+            Ok(None) => {
+                return ctx
+                    .patroni
+                    .without_ca(format!("Secret {name} does not exist"));
+            }
+            Err(e) => {
+                return ctx
+                    .patroni
+                    .without_ca(format!("reading Secret {name}: {e}"));
+            }
+        };
+        match ca {
+            Some(ca) => pem.extend_from_slice(&ca.0),
+            None => {
+                return ctx
+                    .patroni
+                    .without_ca(format!("Secret {name} has no ca.crt"));
+            }
+        }
+    }
+    ctx.patroni
+        .with_ca(&pem)
+        .unwrap_or_else(|why| ctx.patroni.without_ca(format!("ca.crt: {why}")))
 }
 
 /// `parameters.work_mem, pg_hba, synchronous_mode`: what a patch changes, without values.
@@ -217,14 +254,14 @@ async fn restart_next(
 ) -> Result<(), NotApplied> {
     let mut live = Vec::new();
     for m in members {
-        let Some(ip) = m.ip else {
+        let Some(at) = &m.api else {
             return Err(not_applied(
                 PENDING_RESTART,
                 format!("{} has no address yet", m.name),
             ));
         };
         let state = client
-            .member(&endpoint(ip))
+            .member(at)
             .await
             .map_err(|e| not_applied(PENDING_RESTART, format!("{}: {e}", m.name)))?;
         live.push((m.name.clone(), state));
@@ -233,17 +270,17 @@ async fn restart_next(
         Next::Done => Ok(()),
         Next::Wait(why) => Err(not_applied(PENDING_RESTART, why)),
         Next::Restart { member, why } => {
-            let ip = members
+            let at = members
                 .iter()
                 .find(|m| m.name == member)
-                .and_then(|m| m.ip)
+                .and_then(|m| m.api.clone())
                 .ok_or_else(|| not_applied(PENDING_RESTART, format!("{member} has no address")))?;
             info!(cluster = %key, %member, "restarting: {why}");
             let started = Instant::now();
             let request = RestartRequest {
                 restart_pending: true,
             };
-            let result = client.restart(&endpoint(ip), &request).await;
+            let result = client.restart(&at, &request).await;
             let took = started.elapsed().as_secs_f64();
             match result {
                 Ok(()) => {

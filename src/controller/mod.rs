@@ -29,6 +29,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -103,6 +104,10 @@ pub struct Settings {
     pub lease_namespace: String,
     /// How often an unchanged cluster is looked at again.
     pub resync: Duration,
+    /// The one namespace whose clusters this operator manages (`--watch-namespace`), or
+    /// `None` for every namespace. Every watch is then made in that namespace only, so a
+    /// RoleBinding there is all the access the operator needs beside its Lease.
+    pub namespace: Option<String>,
     /// Where reconciles and leadership are counted (served by the webhook's `/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -112,6 +117,8 @@ pub struct Context {
     pub client: Client,
     pub config: Config,
     pub resync: Duration,
+    /// See [`Settings::namespace`].
+    pub namespace: Option<String>,
     pub events: Events,
     /// Consecutive failures per cluster, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -151,6 +158,7 @@ impl Context {
             client,
             config,
             resync: settings.resync,
+            namespace: settings.namespace.clone(),
             failures: Mutex::default(),
             patroni: crate::patroni::Client::new(),
             patched: Mutex::default(),
@@ -239,6 +247,8 @@ pub(crate) struct Scope<'a> {
     pub obj: &'a DynamicObject,
     pub namespace: &'a str,
     pub name: &'a str,
+    /// Patroni's REST API as this cluster's members serve it (with its CA under TLS).
+    pub patroni: &'a crate::patroni::Client,
 }
 
 /// How soon to look again while a change is being applied (Patroni settles within a loop).
@@ -255,25 +265,30 @@ pub fn cluster_resource() -> ApiResource {
 /// Runs the controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
-    let clusters: Api<DynamicObject> = Api::all_with(client.clone(), &cluster_resource());
+    let namespace = ctx.namespace.as_deref();
+    let clusters: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &cluster_resource()),
+        None => Api::all_with(client.clone(), &cluster_resource()),
+    };
     let owned = || watcher::Config::default().labels("app.kubernetes.io/managed-by=pgpilot");
     // Creating a cluster's children fires a burst of watch events for it; waiting a moment
     // turns the burst into one reconcile instead of one per child.
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
     Controller::new_with(clusters, watcher::Config::default(), cluster_resource())
         .with_config(config)
-        .owns(Api::<StatefulSet>::all(client.clone()), owned())
-        .owns(Api::<Service>::all(client.clone()), owned())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned())
-        .owns(Api::<Secret>::all(client.clone()), owned())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
-        .owns(Api::<CronJob>::all(client.clone()), owned())
-        .owns(Api::<Deployment>::all(client.clone()), owned())
-        .owns(Api::<Job>::all(client.clone()), owned())
-        .owns(Api::<ServiceAccount>::all(client.clone()), owned())
-        .owns(Api::<Role>::all(client.clone()), owned())
-        .owns(Api::<RoleBinding>::all(client.clone()), owned())
-        .watches_stream(archive_reports(&client), |pod| {
+        .owns(watched::<StatefulSet>(&client, namespace), owned())
+        .owns(watched::<Service>(&client, namespace), owned())
+        .owns(watched::<NetworkPolicy>(&client, namespace), owned())
+        .owns(watched::<ConfigMap>(&client, namespace), owned())
+        .owns(watched::<Secret>(&client, namespace), owned())
+        .owns(watched::<PodDisruptionBudget>(&client, namespace), owned())
+        .owns(watched::<CronJob>(&client, namespace), owned())
+        .owns(watched::<Deployment>(&client, namespace), owned())
+        .owns(watched::<Job>(&client, namespace), owned())
+        .owns(watched::<ServiceAccount>(&client, namespace), owned())
+        .owns(watched::<Role>(&client, namespace), owned())
+        .owns(watched::<RoleBinding>(&client, namespace), owned())
+        .watches_stream(archive_reports(&client, namespace), |pod| {
             let cluster = pod.labels().get(names::CLUSTER_LABEL)?;
             let namespace = pod.namespace()?;
             Some(ObjectRef::new_with(cluster, cluster_resource()).within(&namespace))
@@ -289,12 +304,24 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .await;
 }
 
+/// The objects of kind `K` in `namespace`, or in every namespace.
+fn watched<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// The database pods' metadata, passed on only when a pod's archive report (annotation
 /// `pgpilot.io/archive`, see `archiving`) changed: a failing push reaches the cluster's
 /// `ContinuousArchiving` at once, while Patroni's own updates of the pods (its member
 /// annotation changes with every WAL position) wake nothing.
 fn archive_reports(
     client: &Client,
+    namespace: Option<&str>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Pod>, watcher::Error>> + Send + 'static {
     let selector = format!(
         "app.kubernetes.io/managed-by=pgpilot,app.kubernetes.io/component={}",
@@ -310,7 +337,7 @@ fn archive_reports(
     };
     // An `Api` of `PartialObjectMeta` asks for metadata only.
     watcher(
-        Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+        watched::<PartialObjectMeta<Pod>>(client, namespace),
         watcher::Config::default().labels(&selector),
     )
     .default_backoff()
@@ -497,6 +524,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         obj: &obj,
         namespace: &namespace,
         name: &name,
+        patroni: &ctx.patroni,
     };
     // A cluster created from a backup: its instances wait for the restore Job.
     let bootstrap = restore::stage(&scope, &cluster).await?;
@@ -564,6 +592,11 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     let pods = members::pods(&ctx.client, &namespace, &name).await?;
     observation.primary = members::labelled_primary(&pods);
     let members = members::from_pods(&pods);
+    let patroni = converge::client_for(&ctx, &namespace, &pods).await;
+    let scope = Scope {
+        patroni: &patroni,
+        ..scope
+    };
     // In a synchronous mode, the standbys Patroni may promote (an unreadable key names
     // none: every step that needs one waits).
     let sync = match cluster
@@ -717,7 +750,7 @@ async fn materialize(
             changes.extend(apply::prune(&api, $desired, &live, &uid).await?);
         }};
     }
-    // RBAC → ConfigMaps and Secrets → Services → StatefulSets → PDB → CronJobs → pooler → Jobs.
+    // RBAC → ConfigMaps and Secrets → Services → NetworkPolicies → StatefulSets → PDB → CronJobs → pooler → Jobs.
     step!(ServiceAccount, &r.service_accounts);
     step!(Role, &r.roles);
     step!(RoleBinding, &r.role_bindings);
@@ -737,6 +770,7 @@ async fn materialize(
         changes.extend(apply::prune(&api, &wanted, &live, &uid).await?);
     }
     step!(Service, &r.services);
+    step!(NetworkPolicy, &r.network_policies);
     {
         // A StatefulSet's volume claim templates cannot change after creation: keep the live
         // ones, and grow the claims themselves when the spec asks for more space.

@@ -79,6 +79,7 @@ pub async fn stage(scope: &Scope<'_>, cluster: &PostgresCluster) -> Result<Boots
         obj,
         namespace,
         name,
+        ..
     } = *scope;
     let stored = cluster
         .status
@@ -493,6 +494,7 @@ pub async fn carry_out_in_place(
         obj,
         namespace,
         name,
+        ..
     } = *scope;
     let mut record = step.record;
     match record.phase.as_str() {
@@ -539,7 +541,7 @@ pub async fn carry_out_in_place(
                 return Ok(record);
             };
             let timeline = leader.status.as_ref().and_then(|s| s.timeline);
-            let writer = match super::converge::writer(ctx, namespace, name).await {
+            let writer = match super::converge::writer(scope).await {
                 Ok(w) => w,
                 Err((_, message)) => {
                     record.message = Some(message);
@@ -550,8 +552,8 @@ pub async fn carry_out_in_place(
             for m in patroni_members.iter().filter(|m| m.name != leader.name) {
                 let key = format!("{namespace}/{name}/{}/{}", record.id, m.name);
                 if !ctx.reinitialize_once(key.clone()) {
-                    let asked = match m.ip {
-                        Some(ip) => writer.reinitialize(&super::converge::endpoint(ip)).await,
+                    let asked = match &m.api {
+                        Some(at) => writer.reinitialize(at).await,
                         None => {
                             ctx.forget_reinitialize(&key);
                             waiting.push(format!("{} has no address yet", m.name));
@@ -628,13 +630,10 @@ async fn reached_lsn(
     leader: &crate::patroni::member::Member,
     timeline: Option<i64>,
 ) -> Result<String, String> {
-    let (Some(ip), Some(timeline)) = (leader.ip, timeline) else {
+    let (Some(at), Some(timeline)) = (&leader.api, timeline) else {
         return Err(format!("{} reports no address or timeline", leader.name));
     };
-    let history = patroni
-        .history(&super::converge::endpoint(ip))
-        .await
-        .map_err(|e| e.to_string())?;
+    let history = patroni.history(at).await.map_err(|e| e.to_string())?;
     crate::patroni::switch_into(&history, timeline)
         .ok_or_else(|| format!("Patroni's history lists no switch into timeline {timeline}"))
 }

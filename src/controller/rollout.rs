@@ -54,6 +54,7 @@ pub async fn step(
         obj,
         namespace,
         name,
+        ..
     } = *scope;
     let key = format!("{namespace}/{name}");
     let Some(sts) = sts else { return Ok(()) };
@@ -72,7 +73,7 @@ pub async fn step(
         report_back(ctx, obj, &key).await;
         return Ok(());
     }
-    let instances = observe(ctx, pods, members, current).await;
+    let instances = observe(scope.patroni, pods, members, current).await;
     let expected = sts
         .spec
         .as_ref()
@@ -123,7 +124,7 @@ pub async fn step(
 /// Each pod with its member's live state (`GET /patroni`: a pod's annotation may be a loop
 /// behind).
 pub(super) async fn observe(
-    ctx: &Context,
+    patroni: &crate::patroni::Client,
     pods: &[Pod],
     members: &[Member],
     current: impl Fn(&Pod) -> bool,
@@ -133,14 +134,15 @@ pub(super) async fn observe(
     for p in pods {
         let pod_name = p.name_any();
         let member = members.iter().find(|m| m.name == pod_name);
-        let state = match member.and_then(|m| m.ip) {
-            Some(ip) => ctx.patroni.member(&converge::endpoint(ip)).await.ok(),
+        let state = match member.and_then(|m| m.api.as_ref()) {
+            Some(at) => patroni.member(at).await.ok(),
             None => None,
         };
         instances.push(Instance {
             current: current(p),
             ready: is_ready(p),
             terminating: p.meta().deletion_timestamp.is_some(),
+            https: super::members::serves_https(p),
             state,
             lag: match (member, leader) {
                 (Some(m), Some(l)) if l.name != m.name => pmember::lag_bytes(m, l),
@@ -223,19 +225,22 @@ pub async fn switchover(
         obj,
         namespace,
         name,
+        ..
     } = *scope;
-    let Some(ip) = members.iter().find(|m| m.name == from).and_then(|m| m.ip) else {
+    let Some(at) = members
+        .iter()
+        .find(|m| m.name == from)
+        .and_then(|m| m.api.clone())
+    else {
         return Err(format!("{from} has no address"));
     };
-    let client = converge::writer(ctx, namespace, name)
-        .await
-        .map_err(|(_, m)| m)?;
+    let client = converge::writer(scope).await.map_err(|(_, m)| m)?;
     let request = SwitchoverRequest {
         leader: from.to_owned(),
         candidate: Some(to.to_owned()),
     };
     let started = Instant::now();
-    let result = client.switchover(&converge::endpoint(ip), &request).await;
+    let result = client.switchover(&at, &request).await;
     let took = started.elapsed().as_secs_f64();
     match result {
         Ok(()) => {
@@ -279,6 +284,9 @@ pub struct Instance {
     pub state: Option<MemberState>,
     /// Bytes behind the primary, when known.
     pub lag: Option<u64>,
+    /// Its Patroni serves HTTPS (the cluster has TLS and the pod runs a template that
+    /// says so).
+    pub https: bool,
 }
 
 impl Instance {
@@ -384,6 +392,15 @@ pub fn plan(pods: &[Instance], expected: usize, sync: Option<&[String]>) -> Step
         .filter(|p| p.current && p.is_streaming_replica() && named(p))
         .min_by_key(|p| (p.lag.unwrap_or(u64::MAX), p.name.clone()));
     match candidate {
+        // A template that turns TLS on or off for Patroni's API: the old primary cannot
+        // check a candidate that serves the other scheme (it calls it to decide), so a
+        // switchover would be refused. Stopping the primary hands over instead: Patroni
+        // shuts PostgreSQL down cleanly, releases the leader key with its last position,
+        // and the up-to-date replica takes over.
+        Some(to) if to.https != primary.https => Step::Replace {
+            pod: primary.name.clone(),
+            why: "the primary, which hands over as it stops: Patroni's API changes between HTTP and HTTPS, across which members cannot check each other for a switchover".into(),
+        },
         Some(to) => Step::Switchover {
             from: primary.name.clone(),
             to: to.name.clone(),
@@ -410,6 +427,7 @@ pub(super) mod tests {
                 ..Default::default()
             }),
             lag: (role == "replica").then_some(0),
+            https: false,
         }
     }
 
@@ -463,6 +481,24 @@ pub(super) mod tests {
         pods[0] = pod("a", "replica", false);
         pods[2] = pod("c", "primary", true);
         assert_eq!(replace(plan(&pods, 3, Some(&names(&["b"])))), "a");
+    }
+
+    #[test]
+    fn a_change_of_the_api_scheme_stops_the_primary_instead_of_a_switchover() {
+        // The replica already runs the template with HTTPS; the primary still serves HTTP
+        // and would refuse a candidate it cannot check.
+        let mut pods = vec![pod("a", "primary", false), pod("b", "replica", true)];
+        pods[1].https = true;
+        match plan(&pods, 2, None) {
+            Step::Replace { pod, why } => {
+                assert_eq!(pod, "a");
+                assert!(why.contains("HTTPS"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same scheme on both sides: a switchover, as always.
+        pods[0].https = true;
+        assert!(matches!(plan(&pods, 2, None), Step::Switchover { .. }));
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub async fn carry_out(
     grace: Duration,
 ) -> Result<LastSwitchover, NotApplied> {
     let Scope { ctx, obj, .. } = *scope;
-    let instances = observe(ctx, pods, members, |_| true).await;
+    let instances = observe(scope.patroni, pods, members, |_| true).await;
     if let Some(pending) = pending {
         let outcome = finish(&instances, value, pending, grace)?;
         let (type_, reason) = match outcome.outcome.as_str() {

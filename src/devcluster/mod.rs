@@ -519,11 +519,34 @@ impl DevCluster {
     /// fails the suites.
     pub fn operator_kubeconfig(&self, repo: &Path) -> Result<PathBuf> {
         let manifests = repo.join("manifests");
-        let run = |args: &[&str]| -> Result<String> {
-            let out = self
+        let mut text = String::new();
+        for file in ["namespace.yaml", "rbac.yaml"] {
+            let path = manifests.join(file);
+            text.push_str(&std::fs::read_to_string(&path).map_err(io_error("reading manifests"))?);
+            text.push_str("\n---\n");
+        }
+        self.operator_kubeconfig_with(&text)
+    }
+
+    /// The same with the identity in `manifests` (YAML documents: the namespace, the
+    /// ServiceAccount and the RBAC objects of an install, e.g. an overlay's).
+    pub fn operator_kubeconfig_with(&self, manifests: &str) -> Result<PathBuf> {
+        let run = |args: &[&str], input: Option<&str>| -> Result<String> {
+            let mut child = self
                 .kubectl()
                 .args(args)
-                .output()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(io_error("running kubectl"))?;
+            if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+                use std::io::Write;
+                pipe.write_all(text.as_bytes())
+                    .map_err(io_error("writing to kubectl"))?;
+            }
+            let out = child
+                .wait_with_output()
                 .map_err(io_error("running kubectl"))?;
             if !out.status.success() {
                 return Err(DevClusterError::Manifest(format!(
@@ -534,23 +557,18 @@ impl DevCluster {
             }
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         };
-        let namespace = manifests.join("namespace.yaml");
-        let rbac = manifests.join("rbac.yaml");
-        run(&[
-            "apply",
-            "-f",
-            &namespace.to_string_lossy(),
-            "-f",
-            &rbac.to_string_lossy(),
-        ])?;
-        let token = run(&[
-            "create",
-            "token",
-            OPERATOR_SERVICE_ACCOUNT.1,
-            "-n",
-            OPERATOR_SERVICE_ACCOUNT.0,
-            "--duration=48h",
-        ])?;
+        run(&["apply", "-f", "-"], Some(manifests))?;
+        let token = run(
+            &[
+                "create",
+                "token",
+                OPERATOR_SERVICE_ACCOUNT.1,
+                "-n",
+                OPERATOR_SERVICE_ACCOUNT.0,
+                "--duration=48h",
+            ],
+            None,
+        )?;
         let path = self.inner.work_dir.join("operator.kubeconfig");
         let user = format!("    token: {token}\n");
         write_kubeconfig(&path, &self.server(), &self.inner.pki.ca.cert_pem, &user)?;
@@ -568,9 +586,14 @@ impl DevCluster {
     /// Waits until creating a PostgresCluster goes through the webhook (see
     /// [`install::wait_for_admission`]).
     pub fn wait_for_admission(&self, timeout: Duration) -> Result<()> {
+        self.wait_for_admission_in("default", timeout)
+    }
+
+    /// The same in `namespace` (webhooks limited to some namespaces).
+    pub fn wait_for_admission_in(&self, namespace: &str, timeout: Duration) -> Result<()> {
         block_on(async {
             let client = self.client().await?;
-            install::wait_for_admission(&client, "default", timeout).await
+            install::wait_for_admission(&client, namespace, timeout).await
         })
     }
 

@@ -80,6 +80,8 @@ impl MemberStatus {
 pub struct Member {
     pub name: String,
     pub ip: Option<IpAddr>,
+    /// Where its REST API answers (`None` without an IP).
+    pub api: Option<super::Endpoint>,
     /// `None` until Patroni publishes (or when the annotation is unreadable).
     pub status: Option<MemberStatus>,
 }
@@ -192,6 +194,7 @@ mod tests {
         Member {
             name: name.into(),
             ip: None,
+            api: None,
             status: Some(MemberStatus {
                 role: role.into(),
                 state: state.into(),

@@ -2,15 +2,18 @@
 //! what Patroni reports. It knows nothing of Kubernetes objects or of reconciling: callers
 //! hand it an address and get typed answers or an error that says which call failed.
 //!
-//! Patroni serves plain HTTP on port 8008 of each pod. Reads (`GET /config`, `/patroni`)
-//! are open; writes (`PATCH /config`, `POST /restart`, `/reload`, `/switchover`) need the
-//! basic-auth credentials of `restapi.authentication` (Secret `C-patroni-api`).
+//! Patroni serves its API on port 8008 of each pod: HTTPS with the cluster's server
+//! certificate when the cluster has TLS, plain HTTP otherwise. Reads (`GET /config`,
+//! `/patroni`) are open; writes (`PATCH /config`, `POST /restart`, `/reload`, `/switchover`)
+//! need the basic-auth credentials of `restapi.authentication` (Secret `C-patroni-api`), so
+//! with TLS those credentials never cross the pod network in clear.
 
 pub mod dynamic;
 pub mod member;
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -19,7 +22,9 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -78,21 +83,45 @@ impl fmt::Debug for Credentials {
 /// Where one member's REST API listens. Built from the pod's IP (set by the kubelet), never
 /// from the `api_url` a member publishes in its own annotation: whatever can write that
 /// annotation must not be able to point the operator, and its credentials, elsewhere.
+///
+/// A member that serves HTTPS is reached at its IP too, and its certificate must carry
+/// `tls_name` (the pod's DNS name) and chain to the cluster's CA.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,
+    /// The name the member's certificate is checked against; `None`: plain HTTP.
+    pub tls_name: Option<String>,
 }
 
 impl Endpoint {
+    /// A member that serves plain HTTP.
     pub fn new(ip: IpAddr, port: u16) -> Endpoint {
-        Endpoint { ip, port }
+        Endpoint {
+            ip,
+            port,
+            tls_name: None,
+        }
+    }
+
+    /// A member that serves HTTPS with a certificate for `name`.
+    pub fn tls(ip: IpAddr, port: u16, name: String) -> Endpoint {
+        Endpoint {
+            ip,
+            port,
+            tls_name: Some(name),
+        }
     }
 
     fn url(&self, path: &str) -> String {
+        let scheme = if self.tls_name.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         match self.ip {
-            IpAddr::V4(ip) => format!("http://{ip}:{}{path}", self.port),
-            IpAddr::V6(ip) => format!("http://[{ip}]:{}{path}", self.port),
+            IpAddr::V4(ip) => format!("{scheme}://{ip}:{}{path}", self.port),
+            IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{}{path}", self.port),
         }
     }
 }
@@ -160,6 +189,9 @@ pub fn switch_into(history: &[TimelineSwitch], timeline: i64) -> Option<String> 
 pub struct Client {
     http: HttpClient<HttpConnector, Full<Bytes>>,
     credentials: Option<Credentials>,
+    /// The cluster's CA, for members that serve HTTPS, or why there is none: then such a
+    /// member is not called at all (never over plain HTTP instead).
+    tls: Result<Arc<rustls::ClientConfig>, String>,
     /// For reads and configuration writes.
     timeout: Duration,
     /// For restarts and switchovers, which Patroni answers only once they are done.
@@ -175,6 +207,39 @@ impl Client {
         }
     }
 
+    /// The same client, trusting only the CA certificates in `ca_pem` for members that
+    /// serve HTTPS.
+    pub fn with_ca(&self, ca_pem: &[u8]) -> Result<Client, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| format!("unreadable CA certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("unusable CA certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("no CA certificate".into());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Client {
+            tls: Ok(Arc::new(config)),
+            ..self.clone()
+        })
+    }
+
+    /// The same client, refusing members that serve HTTPS, for the reason `why`.
+    pub fn without_ca(&self, why: String) -> Client {
+        Client {
+            tls: Err(why),
+            ..self.clone()
+        }
+    }
+
     /// A client without credentials: enough for reads.
     pub fn new() -> Client {
         let mut connector = HttpConnector::new();
@@ -185,6 +250,7 @@ impl Client {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
             credentials: None,
+            tls: Err("the cluster's CA is not known".into()),
             timeout: Duration::from_secs(5),
             slow_timeout: Duration::from_secs(120),
         }
@@ -286,10 +352,18 @@ impl Client {
             addr: addr.clone(),
             source,
         };
+        // Over TLS the request goes on a connection of its own, in origin form.
+        let uri = match at.tls_name {
+            Some(_) => path.to_owned(),
+            None => at.url(path),
+        };
         let mut request = Request::builder()
             .method(method.clone())
-            .uri(at.url(path))
+            .uri(uri)
             .header(header::ACCEPT, "application/json");
+        if let Some(name) = &at.tls_name {
+            request = request.header(header::HOST, format!("{name}:{}", at.port));
+        }
         if method != Method::GET
             && let Some(c) = &self.credentials
         {
@@ -308,11 +382,14 @@ impl Client {
             .body(Full::new(payload))
             .map_err(|e| transport(e.into()))?;
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| transport(e.into()))?;
+            let response = match &at.tls_name {
+                None => self
+                    .http
+                    .request(request)
+                    .await
+                    .map_err(|e| transport(e.into()))?,
+                Some(name) => self.over_tls(at, name, request).await.map_err(transport)?,
+            };
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()
@@ -337,6 +414,35 @@ impl Client {
             });
         }
         Ok(body)
+    }
+
+    /// One request on a new TLS connection to `at`, whose certificate must carry `name`
+    /// and chain to the cluster's CA.
+    async fn over_tls(
+        &self,
+        at: &Endpoint,
+        name: &str,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>>
+    {
+        let config = match &self.tls {
+            Ok(config) => config,
+            Err(why) => return Err(format!("the member serves HTTPS: {why}").into()),
+        };
+        let server = ServerName::try_from(name.to_owned())?;
+        let tcp = tokio::net::TcpStream::connect((at.ip, at.port)).await?;
+        tcp.set_nodelay(true)?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(server, tcp)
+            .await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        let driver = tokio::spawn(connection);
+        let response = sender.send_request(request).await;
+        if response.is_err() {
+            driver.abort();
+        }
+        Ok(response?)
     }
 }
 
@@ -408,6 +514,114 @@ mod tests {
         assert_eq!(v4.url("/config"), "http://198.18.0.1:8008/config");
         let v6 = Endpoint::new("fd00::1".parse().unwrap(), 8008);
         assert_eq!(v6.url("/patroni"), "http://[fd00::1]:8008/patroni");
+        let named = Endpoint::tls(
+            "198.18.0.1".parse().unwrap(),
+            8008,
+            "pg-0.pg-pods.db.svc".into(),
+        );
+        assert_eq!(named.url(""), "https://198.18.0.1:8008");
+    }
+
+    /// A CA and a member's certificate for `name`, signed by it.
+    fn member_certificate(name: &str) -> (String, rustls::ServerConfig) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let server = crate::pgprobe::tests::tls_server(cert.der().clone(), &key);
+        (ca_pem, server)
+    }
+
+    /// Serves `GET /patroni` over TLS for as long as the test runs; each request's head is
+    /// sent to the returned channel.
+    async fn member_over_tls(
+        server: rustls::ServerConfig,
+    ) -> (IpAddr, u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                let _ = heads.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let body = r#"{"state":"running","role":"primary"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (addr.ip(), addr.port(), received)
+    }
+
+    #[tokio::test]
+    async fn members_serving_https_are_checked_against_the_cluster_ca() {
+        let name = "pg-0.pg-pods.db.svc";
+        let (ca, server) = member_certificate(name);
+        let (ip, port, mut heads) = member_over_tls(server).await;
+        let at = Endpoint::tls(ip, port, name.into());
+        let credentials = Credentials {
+            username: "patroni".into(),
+            password: "s3cret".into(),
+        };
+
+        let client = Client::new()
+            .with_ca(ca.as_bytes())
+            .unwrap()
+            .with_credentials(Some(credentials));
+        let state = client.member(&at).await.unwrap();
+        assert!(state.is_running() && state.is_primary());
+        let head = heads.recv().await.unwrap();
+        assert!(head.starts_with("GET /patroni HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains(&format!("host: {name}:{port}")), "{head}");
+        client.reload(&at).await.unwrap();
+        let head = heads.recv().await.unwrap();
+        assert!(head.contains("authorization: Basic "), "{head}");
+
+        // Another CA, another name, or no CA at all: nothing is sent.
+        let (other_ca, _) = member_certificate(name);
+        let strangers = [
+            (
+                Client::new().with_ca(other_ca.as_bytes()).unwrap(),
+                at.clone(),
+            ),
+            (
+                Client::new().with_ca(ca.as_bytes()).unwrap(),
+                Endpoint::tls(ip, port, "pg-1.pg-pods.db.svc".into()),
+            ),
+            (
+                Client::new().without_ca("Secret pg-tls has no ca.crt".into()),
+                at.clone(),
+            ),
+        ];
+        for (client, at) in strangers {
+            let err = client.member(&at).await.unwrap_err();
+            assert!(matches!(err, Error::Transport { .. }), "{err}");
+        }
+        let err = Client::new()
+            .without_ca("Secret pg-tls has no ca.crt".into())
+            .member(&at)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no ca.crt"), "{err}");
+        assert!(heads.try_recv().is_err(), "a request reached the member");
+        assert!(Client::new().with_ca(b"not a certificate").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! apply order.
 
 mod backup;
+mod network;
 mod patroni;
 mod pgbackrest;
 mod pod;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -51,6 +53,8 @@ pub const PATRONI_CONFIG_DIR: &str = "/etc/patroni";
 pub const PGBACKREST_CONFIG_DIR: &str = "/etc/pgbackrest";
 pub const PGBACKREST_TLS_DIR: &str = "/etc/pgbackrest/tls";
 pub const SERVER_TLS_DIR: &str = "/etc/pgpilot/tls";
+/// The volume that holds the server certificate's Secret, in instance and pooler pods.
+pub const SERVER_TLS_VOLUME: &str = "server-tls";
 pub const SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// The data directory inside the volume, per major version, so a future major upgrade can
@@ -80,6 +84,7 @@ pub struct Rendered {
     /// other keys from it with `secret_data`.
     pub secrets: Vec<SecretTemplate>,
     pub services: Vec<Service>,
+    pub network_policies: Vec<NetworkPolicy>,
     pub stateful_sets: Vec<StatefulSet>,
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
     pub cron_jobs: Vec<CronJob>,
@@ -132,6 +137,7 @@ impl Rendered {
             out.push(serde_json::json!({ "apiVersion": "v1", "kind": "Secret", "metadata": s.metadata, "stringData": data }));
         }
         all(&self.services, &mut out)?;
+        all(&self.network_policies, &mut out)?;
         all(&self.stateful_sets, &mut out)?;
         all(&self.pod_disruption_budgets, &mut out)?;
         all(&self.cron_jobs, &mut out)?;
@@ -224,6 +230,7 @@ pub fn render(cluster: &PostgresCluster) -> Result<Rendered, RenderError> {
     patroni::render(&c, &mut out)?;
     pgbackrest::render(&c, &mut out)?;
     services::render(&c, &mut out)?;
+    network::render(&c, &mut out)?;
     statefulset::render(&c, &mut out)?;
     backup::render(&c, &mut out)?;
     pooler::render(&c, &mut out)?;

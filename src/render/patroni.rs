@@ -84,6 +84,19 @@ pub fn dynamic_config(c: &Cluster) -> Result<Value, RenderError> {
     }))
 }
 
+/// `restapi`: with TLS, the server certificate PostgreSQL serves; its CA is what Patroni
+/// checks the other members' certificates against when it calls them.
+fn restapi(c: &Cluster) -> Value {
+    let mut restapi = json!({ "listen": format!("0.0.0.0:{}", names::PATRONI_PORT) });
+    if c.spec.tls_enabled() {
+        let dir = super::SERVER_TLS_DIR;
+        restapi["certfile"] = format!("{dir}/tls.crt").into();
+        restapi["keyfile"] = format!("{dir}/tls.key").into();
+        restapi["cafile"] = format!("{dir}/ca.crt").into();
+    }
+    restapi
+}
+
 /// The whole of `patroni.yaml`, as a JSON value (YAML is a superset).
 pub fn config(c: &Cluster) -> Result<Value, RenderError> {
     let major = *need(&c.spec.postgres_version, "spec.postgresVersion")?;
@@ -141,9 +154,7 @@ pub fn config(c: &Cluster) -> Result<Value, RenderError> {
             "use_endpoints": true,
             "ports": [{ "name": "postgresql", "port": names::POSTGRES_PORT }]
         },
-        "restapi": {
-            "listen": format!("0.0.0.0:{}", names::PATRONI_PORT)
-        },
+        "restapi": restapi(c),
         "bootstrap": {
             "dcs": dynamic_config(c)?,
             // Checksums catch storage corruption; they cannot be turned on later without

@@ -87,9 +87,9 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     ];
     if c.spec.tls_enabled() {
         mounts.push(
-            json!({ "name": "server-tls", "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
+            json!({ "name": super::SERVER_TLS_VOLUME, "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
         );
-        volumes.push(json!({ "name": "server-tls", "secret": { "secretName": server_tls_secret(c)?, "defaultMode": 0o440 } }));
+        volumes.push(json!({ "name": super::SERVER_TLS_VOLUME, "secret": { "secretName": server_tls_secret(c)?, "defaultMode": 0o440 } }));
     }
     out.deployments.push(build(
         "Deployment",

@@ -25,7 +25,7 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         field_env("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
         field_env("PATRONI_KUBERNETES_POD_IP", "status.podIP"),
         json!({ "name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(PATRONI_KUBERNETES_POD_IP):{}", names::POSTGRES_PORT) }),
-        json!({ "name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(PATRONI_KUBERNETES_POD_IP):{}", names::PATRONI_PORT) }),
+        json!({ "name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": restapi_address(c) }),
         secret_env(
             "PATRONI_SUPERUSER_PASSWORD",
             &names::superuser_secret(c.name),
@@ -82,11 +82,11 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
     ] } }));
     if c.spec.tls_enabled() {
         mounts.push(
-            json!({ "name": "server-tls", "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
+            json!({ "name": super::SERVER_TLS_VOLUME, "mountPath": super::SERVER_TLS_DIR, "readOnly": true }),
         );
         // 0640: PostgreSQL accepts a key readable by its group when root owns the file,
         // which is how the kubelet writes Secret volumes with an fsGroup.
-        volumes.push(json!({ "name": "server-tls", "secret": { "secretName": server_tls_secret(c)?, "defaultMode": 0o640 } }));
+        volumes.push(json!({ "name": super::SERVER_TLS_VOLUME, "secret": { "secretName": server_tls_secret(c)?, "defaultMode": 0o640 } }));
     }
 
     let mut containers = Vec::new();
@@ -129,9 +129,12 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
         }));
     }
 
+    // With TLS Patroni serves HTTPS only; the kubelet probes it so, and the operator reads
+    // the scheme from here to call Patroni the same way (controller/members.rs).
+    let scheme = if spec.tls_enabled() { "HTTPS" } else { "HTTP" };
     let probe = |path: &str, failures: i32| {
         json!({
-            "httpGet": { "path": path, "port": names::PATRONI_PORT, "scheme": "HTTP" },
+            "httpGet": { "path": path, "port": names::PATRONI_PORT, "scheme": scheme },
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": failures
@@ -230,6 +233,19 @@ pub fn render(c: &Cluster, out: &mut Rendered) -> Result<(), RenderError> {
 }
 
 /// The Secret holding PostgreSQL's server certificate.
+/// The REST API address a member publishes, which the other members call during leader
+/// races and switchovers. With TLS, the pod's DNS name, which the server certificate
+/// carries (`*.C-pods.NAMESPACE.svc`), so that they can check it; its IP otherwise.
+fn restapi_address(c: &Cluster) -> String {
+    let port = names::PATRONI_PORT;
+    if c.spec.tls_enabled() {
+        let pods = c.service_host(&names::pods_service(c.name));
+        format!("$(PATRONI_NAME).{pods}:{port}")
+    } else {
+        format!("$(PATRONI_KUBERNETES_POD_IP):{port}")
+    }
+}
+
 pub fn server_tls_secret(c: &Cluster) -> Result<String, RenderError> {
     need(&c.spec.tls, "spec.tls")?;
     c.spec

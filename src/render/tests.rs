@@ -53,6 +53,7 @@ fn minimal_children() {
         "Service/minimal-primary",
         "Service/minimal-replicas",
         "Service/minimal-pods",
+        "NetworkPolicy/minimal",
         "StatefulSet/minimal",
         "PodDisruptionBudget/minimal",
     ]
@@ -95,6 +96,8 @@ fn full_sample_children() {
         "CronJob/orders-backup-repo1-incr",
         "CronJob/orders-backup-repo2-full",
         "Certificate/orders-tls",
+        "NetworkPolicy/orders",
+        "NetworkPolicy/orders-repo-host",
     ] {
         assert!(got.contains(n), "{n} missing from {got:#?}");
     }
@@ -102,6 +105,63 @@ fn full_sample_children() {
         !got.contains("CronJob/orders-backup-repo2-diff"),
         "repo2 has no differential schedule"
     );
+}
+
+#[test]
+fn network_policies_close_the_ports_only_pgpilot_uses() {
+    let c = sample("ha-backup-pooler");
+    let r = render(&c).unwrap();
+    let policy = |name: &str| {
+        let p = r
+            .network_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("NetworkPolicy {name}"));
+        serde_json::to_value(p.spec.as_ref().unwrap()).unwrap()
+    };
+    let ports = |rule: &serde_json::Value| -> Vec<i64> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_i64().unwrap())
+            .collect()
+    };
+    let db = policy("orders");
+    assert_eq!(
+        db["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "database"
+    );
+    assert_eq!(db["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = db["ingress"].as_array().unwrap();
+    // PostgreSQL and the exporter: from anywhere (no `from`).
+    assert_eq!(ports(&rules[0]), [5432, 9187]);
+    assert!(rules[0].get("from").is_none());
+    // Patroni's API: the instances and the operator's pods in its namespace only.
+    assert_eq!(ports(&rules[1]), [8008]);
+    let from = rules[1]["from"].as_array().unwrap();
+    assert_eq!(from.len(), 2);
+    assert_eq!(
+        from[1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "pgpilot-system"
+    );
+    assert_eq!(
+        from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "pgpilot"
+    );
+    // pgBackRest: the cluster's own pods.
+    assert_eq!(ports(&rules[2]), [8432]);
+    assert_eq!(
+        rules[2]["from"][0]["podSelector"]["matchLabels"]["pgpilot.io/cluster"],
+        "orders"
+    );
+    let repo = policy("orders-repo-host");
+    assert_eq!(ports(&repo["ingress"][0]), [8432]);
+    assert_eq!(repo["ingress"][0]["from"].as_array().unwrap().len(), 2);
+
+    let mut off = c.clone();
+    off.spec.network_policy.as_mut().unwrap().enabled = Some(false);
+    assert!(render(&off).unwrap().network_policies.is_empty());
 }
 
 #[test]
@@ -254,6 +314,59 @@ fn roles_job_hash_follows_the_job_template_only() {
     c.spec.image = Some("example.com/pg:17.9".into());
     assert_ne!(job(&a), job(&c));
     assert_eq!(job(&a).len(), "orders-roles-".len() + names::ROLES_HASH_LEN);
+}
+
+#[test]
+fn patroni_serves_https_under_a_name_its_certificate_carries_when_tls_is_on() {
+    let c = sample("ha-backup-pooler");
+    let r = render(&c).unwrap();
+    let pod = &r.stateful_sets[0].spec.as_ref().unwrap().template;
+    let pg = &pod.spec.as_ref().unwrap().containers[0];
+    for probe in [&pg.readiness_probe, &pg.liveness_probe] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+    }
+    let address = pg
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "PATRONI_RESTAPI_CONNECT_ADDRESS")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    assert_eq!(address, "$(PATRONI_NAME).orders-pods.db.svc:8008");
+    // The address, with the pod's name in place, is covered by the certificate's wildcard.
+    let dns = &r.certificates[0].data["spec"]["dnsNames"];
+    assert!(
+        dns.as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "*.orders-pods.db.svc"),
+        "{dns}"
+    );
+    let config: serde_json::Value = serde_yaml::from_str(
+        &r.config_maps
+            .iter()
+            .find_map(|m| m.data.as_ref()?.get("patroni.yaml").cloned())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["restapi"]["certfile"], "/etc/pgpilot/tls/tls.crt");
+    assert_eq!(config["restapi"]["keyfile"], "/etc/pgpilot/tls/tls.key");
+    assert_eq!(config["restapi"]["cafile"], "/etc/pgpilot/tls/ca.crt");
+
+    let mut plain = c.clone();
+    plain.spec.tls = None;
+    let r = render(&plain).unwrap();
+    let pod = &r.stateful_sets[0].spec.as_ref().unwrap().template;
+    let pg = &pod.spec.as_ref().unwrap().containers[0];
+    let get = pg
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(get.scheme.as_deref(), Some("HTTP"));
 }
 
 #[test]

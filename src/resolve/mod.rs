@@ -205,6 +205,11 @@ pub fn resolve(
     svc.annotations.get_or_insert_default();
     svc.load_balancer_source_ranges.get_or_insert_default();
 
+    let np = out.network_policy.get_or_insert_default();
+    np.enabled.get_or_insert(config.network_policy.enabled);
+    np.operator_namespace
+        .get_or_insert_with(|| config.network_policy.operator_namespace.clone());
+
     if let Some(r) = out.bootstrap.as_mut().and_then(|b| b.restore.as_mut()) {
         restore::resolve(&mut r.target, &mut r.options);
         if let Some(s3) = r.repository.as_mut().and_then(|s| s.s3.as_mut()) {

@@ -228,6 +228,7 @@ fn spec(s: &PostgresClusterSpec, e: &mut Errors) {
     tls(s, e);
     scheduling(s, e);
     service(s, e);
+    network_policy(s, e);
 }
 
 /// A container image reference: registry/path:tag or @digest, no whitespace or control
@@ -631,6 +632,21 @@ fn service(s: &PostgresClusterSpec, e: &mut Errors) {
                 "must be a CIDR such as 10.0.0.0/8",
             );
         }
+    }
+}
+
+fn network_policy(s: &PostgresClusterSpec, e: &mut Errors) {
+    let Some(np) = &s.network_policy else { return };
+    if let Some(ns) = &np.operator_namespace
+        && !crate::names::is_dns1123_label(ns)
+    {
+        e.invalid_str(
+            &Path::new("spec")
+                .child("networkPolicy")
+                .child("operatorNamespace"),
+            ns,
+            "must be a namespace name (a DNS-1123 label)",
+        );
     }
 }
 

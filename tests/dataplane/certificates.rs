@@ -125,6 +125,7 @@ impl Harness {
         let roles_ip = self.take_ip();
         let (ok, log) = self.kubelet.run_to_completion(&roles, &roles_ip);
         assert!(ok, "the roles Job over verify-full:\n{log}");
+        self.patroni_serves_only_https(&ca_file, &pod, &ip);
         assert_eq!(
             self.served_fingerprint(&ip).as_deref(),
             Some(first.as_str())
@@ -192,6 +193,113 @@ impl Harness {
             "backup repository added to a running cluster: pod replaced, archive_mode on, first WAL archived {:.1} s after kubectl patch; a full backup from its CronJob in {:.1} s",
             archiving.as_secs_f64(),
             backup.as_secs_f64()
+        ));
+        self.switchover_over_tls(figures);
+        self.delete_cluster(CLUSTER);
+    }
+
+    /// Patroni's REST API of a TLS cluster answers over HTTPS with the cluster's
+    /// certificate, which carries the pod's DNS name, and not over plain HTTP.
+    fn patroni_serves_only_https(&self, ca_file: &Path, pod: &str, ip: &str) {
+        let host = format!("{pod}.{CLUSTER}-pods.dataplane.svc");
+        let get = |url: &str, extra: &[&str]| {
+            Command::new("curl")
+                .args(["-sf", "--max-time", "5"])
+                .args(extra)
+                .arg(url)
+                .output()
+                .expect("curl")
+        };
+        let resolve = format!("{host}:8008:{ip}");
+        let ca = ca_file.display().to_string();
+        let url = format!("https://{host}:8008/patroni");
+        let verified = get(&url, &["--cacert", &ca, "--resolve", &resolve]);
+        assert!(
+            verified.status.success(),
+            "GET /patroni over verified HTTPS: {}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        let state: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("JSON");
+        assert_eq!(state["role"], "primary", "{state}");
+        let plain = get(&format!("http://{ip}:8008/patroni"), &[]);
+        assert!(!plain.status.success(), "Patroni answered plain HTTP");
+        let stranger = self.root.join("stranger-ca.crt");
+        std::fs::write(&stranger, Authority::new().pem).expect("CA file");
+        let other = get(
+            &url,
+            &[
+                "--cacert",
+                &stranger.display().to_string(),
+                "--resolve",
+                &resolve,
+            ],
+        );
+        assert!(
+            !other.status.success(),
+            "Patroni's certificate verified against another CA"
+        );
+    }
+
+    /// A second member, then a switchover to it: the leader checks the candidate over
+    /// HTTPS (its certificate against the cluster's CA, by the name the candidate
+    /// publishes), and the operator sends the request over HTTPS.
+    fn switchover_over_tls(&mut self, figures: &mut Vec<String>) {
+        let first = format!("{CLUSTER}-0");
+        let second = format!("{CLUSTER}-1");
+        self.edit_cluster(CLUSTER, json!({ "spec": { "instances": 2 } }));
+        wait_for(&format!("pod {second}"), 60, || {
+            self.kube.get("pod", &second)
+        });
+        let ip = self.take_ip();
+        self.kubelet.start_pod(&second, &ip);
+        wait_for(&format!("{second} streaming"), 240, || {
+            let s = self.patroni_state(&second)?;
+            (s["role"] == "replica" && s["replication_state"] == "streaming").then_some(())
+        });
+        // Each member publishes its DNS name as its API address.
+        let annotation = self.kube.get("pod", &second).expect("the pod")["metadata"]["annotations"]
+            ["status"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let published: serde_json::Value = serde_json::from_str(&annotation).expect("status");
+        assert_eq!(
+            published["api_url"],
+            format!("https://{second}.{CLUSTER}-pods.dataplane.svc:8008/patroni"),
+            "{published}"
+        );
+        // Admission checks the target against status.members.
+        wait_for(&format!("{second} running in status.members"), 60, || {
+            let pgc = self.kube.get("postgrescluster", CLUSTER)?;
+            pgc["status"]["members"]
+                .as_array()?
+                .iter()
+                .any(|m| m["name"] == second.as_str() && m["state"] == "running")
+                .then_some(())
+        });
+        let t = Instant::now();
+        self.kube
+            .try_run_full(&[
+                "annotate",
+                "postgrescluster",
+                CLUSTER,
+                &format!("pgpilot.io/switchover={second}"),
+            ])
+            .unwrap_or_else(|e| panic!("switchover to {second}: {e}"));
+        let last = wait_for("the switchover recorded", 120, || {
+            let last =
+                self.kube.get("postgrescluster", CLUSTER)?["status"]["lastSwitchover"].clone();
+            (last["outcome"] == "Succeeded" || last["outcome"] == "Failed").then_some(last)
+        });
+        assert_eq!(last["outcome"], "Succeeded", "{last}");
+        assert_eq!(last["from"], first.as_str(), "{last}");
+        assert_eq!(last["to"], second.as_str(), "{last}");
+        wait_for(&format!("{second} leading"), 60, || {
+            self.leader(&[second.as_str()])
+        });
+        figures.push(format!(
+            "TLS cluster: Patroni's REST API over HTTPS only (verified against the cluster CA by the pod's DNS name, refused in clear and against another CA); switchover to the second member, checked by the leader and sent by the operator over HTTPS, {:.1} s from the annotation",
+            t.elapsed().as_secs_f64()
         ));
     }
 }

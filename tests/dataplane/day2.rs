@@ -346,17 +346,9 @@ impl Harness {
 
     /// `GET /config` on a member: Patroni's dynamic configuration as stored in the DCS.
     fn patroni_config(&self, member: &str) -> Value {
-        let ip = self.kubelet.ip(member);
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sf",
-                "--max-time",
-                "5",
-                &format!("http://{ip}:8008/config"),
-            ])
-            .output()
-            .expect("curl");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
+        self.patroni_get(member, "/config", 5)
+            .and_then(|body| serde_json::from_slice(&body).ok())
+            .unwrap_or_default()
     }
 
     fn sync_standbys(&self, leader: &str) -> usize {

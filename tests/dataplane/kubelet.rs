@@ -96,6 +96,9 @@ pub struct Adapted {
 /// 9. Name resolution is `/etc/hosts` (see `node.rs`), for the cluster's names and for the
 ///    one server outside it a test names (the object store, `add_external_host`), where a
 ///    node would ask cluster DNS and, through it, the network's resolver.
+/// 10. No network plugin: the NetworkPolicies pgpilot renders are stored and not enforced
+///     (every pod reaches every port). HTTPS probes, like a kubelet's, do not check the
+///     certificate.
 pub fn local_differences(
     program: &str,
     pod_ip: &str,
@@ -1040,6 +1043,11 @@ fn probe(p: &Value, ip: &str, container: &Value) -> bool {
         let Some(port) = port(&h["port"]) else {
             return false;
         };
+        let path = h["path"].as_str().unwrap_or("/");
+        if h["scheme"] == "HTTPS" {
+            // As the kubelet does: TLS without checking the certificate.
+            return https_probe(ip, port, path, timeout);
+        }
         let Ok(addr) = format!("{ip}:{port}").parse::<SocketAddr>() else {
             return false;
         };
@@ -1048,7 +1056,6 @@ fn probe(p: &Value, ip: &str, container: &Value) -> bool {
         };
         let _ = s.set_read_timeout(Some(timeout));
         use std::io::{Read, Write};
-        let path = h["path"].as_str().unwrap_or("/");
         if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
             .is_err()
         {
@@ -1070,6 +1077,18 @@ fn probe(p: &Value, ip: &str, container: &Value) -> bool {
             .is_some();
     }
     true
+}
+
+/// An HTTPS probe: a 2xx or 3xx answer over TLS, the certificate not checked.
+fn https_probe(ip: &str, port: u16, path: &str, timeout: Duration) -> bool {
+    let url = format!("https://{ip}:{port}{path}");
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time"])
+        .arg(timeout.as_secs().to_string())
+        .arg(&url)
+        .output();
+    let code = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    code.is_ok_and(|c| c.starts_with('2') || c.starts_with('3'))
 }
 
 /// `$(VAR)` references to variables defined earlier; `$$` escapes.

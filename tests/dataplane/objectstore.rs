@@ -217,7 +217,7 @@ impl Harness {
             .expect("a timeline")
     }
 
-    fn delete_cluster(&self, name: &str) {
+    pub fn delete_cluster(&self, name: &str) {
         self.kube
             .run(&["delete", "postgrescluster", name, "--wait=false"]);
         wait_for(&format!("{name} and its pods gone"), 180, || {

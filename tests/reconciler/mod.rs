@@ -146,7 +146,7 @@ pub fn namespace(name: &str) -> String {
 
 /// `kind/name` of every object pgpilot manages for `cluster` in `ns`.
 pub fn children(ns: &str, cluster: &str) -> BTreeSet<String> {
-    let kinds = "serviceaccounts,roles,rolebindings,configmaps,secrets,services,statefulsets,poddisruptionbudgets,cronjobs,deployments,jobs";
+    let kinds = "serviceaccounts,roles,rolebindings,configmaps,secrets,services,networkpolicies,statefulsets,poddisruptionbudgets,cronjobs,deployments,jobs";
     let run = kubectl(&[
         "get",
         kinds,
