@@ -29,10 +29,33 @@ pub const CERTIFICATE_PENDING: &str = "CertificatePending";
 const RELOAD_EVERY: Duration = Duration::from_secs(20);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `Ok` when every running member serves the certificate of `secret_name` (or TLS is off).
+/// The server certificate's Secret as read once per pass: its name, and the Secret, `None`
+/// when it does not exist, or why it could not be read.
+pub struct ServerTls {
+    pub name: String,
+    pub secret: Result<Option<Secret>, String>,
+}
+
+/// Reads the Secret `secret_name` names (none when TLS is off).
+pub async fn read(
+    ctx: &super::Context,
+    namespace: &str,
+    secret_name: Option<String>,
+) -> Option<ServerTls> {
+    let name = secret_name?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| format!("reading Secret {name}: {e}"));
+    Some(ServerTls { name, secret })
+}
+
+/// `Ok` when every running member serves the certificate of the server Secret (or TLS is
+/// off).
 pub async fn step(
     scope: &Scope<'_>,
-    secret_name: Option<&str>,
+    tls: Option<&ServerTls>,
     pods: &[Pod],
     members: &[Member],
 ) -> Result<(), NotApplied> {
@@ -43,17 +66,17 @@ pub async fn step(
         name,
         ..
     } = *scope;
-    let Some(secret_name) = secret_name else {
+    let Some(tls) = tls else {
         return Ok(());
     };
+    let secret_name = &tls.name;
     let key = format!("{namespace}/{name}");
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let pending = |m: String| (CERTIFICATE_PENDING.to_owned(), m);
-    let secret = match api.get_opt(secret_name).await {
+    let secret = match &tls.secret {
         Ok(Some(s)) => s,
         // Missing or unreadable: nothing to compare with; the pods cannot start either.
         Ok(None) => return Err(pending(format!("Secret {secret_name} does not exist"))),
-        Err(e) => return Err(pending(format!("reading Secret {secret_name}: {e}"))),
+        Err(e) => return Err(pending(e.clone())),
     };
     let Some(want) = secret
         .data

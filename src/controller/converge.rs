@@ -141,10 +141,15 @@ pub(super) async fn writer(scope: &Scope<'_>) -> Result<patroni::Client, NotAppl
 }
 
 /// The Patroni client for the members running in `pods`: members that serve HTTPS are
-/// checked against the `ca.crt` of the Secret they mount as their server certificate (one
-/// read per pass; none for a cluster without TLS). A Secret that cannot be read leaves a
-/// client that refuses those members, with the reason.
-pub(super) async fn client_for(ctx: &Context, namespace: &str, pods: &[Pod]) -> patroni::Client {
+/// checked against the `ca.crt` of the Secret they mount as their server certificate
+/// (`known`, the spec's, already read this pass; another only while a rollout changes it).
+/// A Secret that cannot be read leaves a client that refuses those members, with the reason.
+pub(super) async fn client_for(
+    ctx: &Context,
+    namespace: &str,
+    pods: &[Pod],
+    known: Option<&super::certificates::ServerTls>,
+) -> patroni::Client {
     let secrets: BTreeSet<&str> = pods
         .iter()
         .filter(|p| super::members::serves_https(p))
@@ -156,18 +161,21 @@ pub(super) async fn client_for(ctx: &Context, namespace: &str, pods: &[Pod]) -> 
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut pem = Vec::new();
     for name in secrets {
-        let ca = match api.get_opt(name).await {
+        let read = match known.filter(|k| k.name == name) {
+            Some(k) => k.secret.clone(),
+            None => api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("reading Secret {name}: {e}")),
+        };
+        let ca = match read {
             Ok(Some(secret)) => secret.data.and_then(|mut d| d.remove("ca.crt")),
             Ok(None) => {
                 return ctx
                     .patroni
                     .without_ca(format!("Secret {name} does not exist"));
             }
-            Err(e) => {
-                return ctx
-                    .patroni
-                    .without_ca(format!("reading Secret {name}: {e}"));
-            }
+            Err(why) => return ctx.patroni.without_ca(why),
         };
         match ca {
             Some(ca) => pem.extend_from_slice(&ca.0),

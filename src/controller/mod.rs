@@ -592,7 +592,9 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     let pods = members::pods(&ctx.client, &namespace, &name).await?;
     observation.primary = members::labelled_primary(&pods);
     let members = members::from_pods(&pods);
-    let patroni = converge::client_for(&ctx, &namespace, &pods).await;
+    let server_tls =
+        certificates::read(&ctx, &namespace, cluster.spec.server_tls_secret(&name)).await;
+    let patroni = converge::client_for(&ctx, &namespace, &pods, server_tls.as_ref()).await;
     let scope = Scope {
         patroni: &patroni,
         ..scope
@@ -706,8 +708,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         )),
     };
     if let (Ok(()), false) = (&observation.config, paused) {
-        let secret = cluster.spec.server_tls_secret(&name);
-        observation.config = certificates::step(&scope, secret.as_deref(), &pods, &members).await;
+        observation.config = certificates::step(&scope, server_tls.as_ref(), &pods, &members).await;
     }
     write_status(&status_api, &name, &observation, cluster.status.as_ref()).await?;
 

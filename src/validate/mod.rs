@@ -637,15 +637,20 @@ fn service(s: &PostgresClusterSpec, e: &mut Errors) {
 
 fn network_policy(s: &PostgresClusterSpec, e: &mut Errors) {
     let Some(np) = &s.network_policy else { return };
+    let p = Path::new("spec").child("networkPolicy");
     if let Some(ns) = &np.operator_namespace
         && !crate::names::is_dns1123_label(ns)
     {
         e.invalid_str(
-            &Path::new("spec")
-                .child("networkPolicy")
-                .child("operatorNamespace"),
+            &p.child("operatorNamespace"),
             ns,
             "must be a namespace name (a DNS-1123 label)",
+        );
+    }
+    if np.enabled == Some(false) {
+        e.warn(
+            &p.child("enabled"),
+            "false: any pod that reaches the instances may call Patroni's API (reads are open) and pgBackRest's server",
         );
     }
 }

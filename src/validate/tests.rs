@@ -546,6 +546,10 @@ fn synchronous_mode_needs_a_standby() {
         |c| c.spec.patroni.as_mut().unwrap().failsafe_mode = Some(false),
         "spec.patroni.failsafeMode: false: while the Kubernetes API is unreachable",
     );
+    warns(
+        |c| c.spec.network_policy.as_mut().unwrap().enabled = Some(false),
+        "spec.networkPolicy.enabled: false: any pod that reaches the instances may call Patroni's API",
+    );
     // One node may hold the primary and its synchronous standby: losing it loses what
     // synchronous replication promised.
     let preferred = |c: &mut PostgresCluster| {
@@ -1175,6 +1179,11 @@ fn service() {
         },
         &format!("{sp}.loadBalancerSourceRanges[0]"),
         "CIDR",
+    );
+    rejects(
+        |c| c.spec.network_policy.as_mut().unwrap().operator_namespace = Some("Ops_NS".into()),
+        "spec.networkPolicy.operatorNamespace",
+        "must be a namespace name",
     );
     rejects(
         |c| {
