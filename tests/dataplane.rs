@@ -556,12 +556,26 @@ impl Harness {
 
         // No password reached the server: the Job sent SCRAM verifiers, and not even those
         // were recorded by pg_stat_statements (loaded by default).
+        // Patroni's bootstrap sets the superuser's (initdb --pwfile) and the replication
+        // role's (one statement with logging and tracking turned off for it): checked too.
         su.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
-        for u in spec["spec"]["users"].as_array().into_iter().flatten() {
-            let name = u["name"].as_str().unwrap_or_default();
-            let password = self
-                .kube
-                .secret(&format!("dp-user-{}", name.replace('_', "-")), "password");
+        let users = spec["spec"]["users"].as_array().into_iter().flatten();
+        let roles = users
+            .map(|u| {
+                let name = u["name"].as_str().unwrap_or_default().to_owned();
+                let secret = format!("dp-user-{}", name.replace('_', "-"));
+                (name, secret)
+            })
+            .chain([
+                ("postgres".to_owned(), "dp-superuser".to_owned()),
+                (
+                    "pgpilot_replication".to_owned(),
+                    "dp-replication".to_owned(),
+                ),
+            ]);
+        for (name, secret) in roles {
+            let name = name.as_str();
+            let password = self.kube.secret(&secret, "password");
             let verifier = su.query(&format!(
                 "SELECT rolpassword FROM pg_authid WHERE rolname = '{name}'"
             ));
