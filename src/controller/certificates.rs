@@ -25,6 +25,46 @@ use crate::pgprobe;
 
 /// The condition reason while a member serves an older certificate.
 pub const CERTIFICATE_PENDING: &str = "CertificatePending";
+/// The condition reason when the server certificate would be refused by those who check it.
+pub const CERTIFICATE_REFUSED: &str = "CertificateRefused";
+
+/// Whether a client that trusts only `ca_pem` accepts `cert_pem` (the certificate, then any
+/// intermediates) for each of `names`: chain, names and validity period, as rustls checks
+/// them (PostgreSQL's verify-full clients and Patroni check the same).
+pub fn accepted(cert_pem: &[u8], ca_pem: &[u8], names: &[String]) -> Result<(), String> {
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.crt is not readable: {e}"))?;
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err("tls.crt holds no certificate".into());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+        let ca = ca.map_err(|e| format!("ca.crt is not readable: {e}"))?;
+        roots
+            .add(ca)
+            .map_err(|e| format!("ca.crt is not a usable CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("ca.crt holds no certificate".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    for name in names {
+        let server = ServerName::try_from(name.clone()).map_err(|e| e.to_string())?;
+        verifier
+            .verify_server_cert(leaf, intermediates, &server, &[], UnixTime::now())
+            .map_err(|e| format!("tls.crt is refused for {name} against ca.crt: {e}"))?;
+    }
+    Ok(())
+}
 /// How often a member that still serves an older certificate is asked to reload.
 const RELOAD_EVERY: Duration = Duration::from_secs(20);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,6 +128,25 @@ pub async fn step(
             "Secret {secret_name} has no certificate in tls.crt"
         )));
     };
+    // Clients check the primary Service's name, and Patroni's members each other's pod name
+    // (their API address): a certificate that fails either stops failovers' checks and
+    // verify-full clients, so it is reported, not served silently.
+    let data = secret.data.as_ref();
+    let key_of = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
+    let trusted = [
+        format!("{}.{namespace}.svc", names::primary_service(name)),
+        format!("{name}-0.{}.{namespace}.svc", names::pods_service(name)),
+    ];
+    if let Err(why) = accepted(
+        key_of("tls.crt").unwrap_or_default(),
+        key_of("ca.crt").unwrap_or_default(),
+        &trusted,
+    ) {
+        return Err((
+            CERTIFICATE_REFUSED.to_owned(),
+            format!("Secret {secret_name}: {why}"),
+        ));
+    }
     // What was verified last: the Secret's version and the pods (by UID) that served it.
     let version = secret.resource_version().unwrap_or_default();
     let running: Vec<(&Pod, &Member)> = pods
@@ -152,4 +211,53 @@ pub async fn step(
         behind.join(", "),
         if behind.len() == 1 { "serves" } else { "serve" }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    /// A CA's PEM and a function issuing leaf PEMs for DNS names from it.
+    fn authority() -> (String, impl Fn(&[&str]) -> String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).unwrap().pem();
+        let issuer = Issuer::new(params, key);
+        let issue = move |names: &[&str]| {
+            let key = KeyPair::generate().unwrap();
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap()
+                .pem()
+        };
+        (pem, issue)
+    }
+
+    #[test]
+    fn the_certificate_must_carry_the_names_clients_and_members_check() {
+        let (ca, issue) = authority();
+        let names = [
+            "orders-primary.db.svc".to_owned(),
+            "orders-0.orders-pods.db.svc".to_owned(),
+        ];
+        let good = issue(&["orders-primary.db.svc", "*.orders-pods.db.svc"]);
+        assert_eq!(accepted(good.as_bytes(), ca.as_bytes(), &names), Ok(()));
+
+        // Issued for the Service only: Patroni's members could not check each other.
+        let service_only = issue(&["orders-primary.db.svc"]);
+        let why = accepted(service_only.as_bytes(), ca.as_bytes(), &names).unwrap_err();
+        assert!(why.contains("orders-0.orders-pods.db.svc"), "{why}");
+
+        // Signed by another CA than the Secret's ca.crt.
+        let (_, stranger) = authority();
+        let foreign = stranger(&["orders-primary.db.svc", "*.orders-pods.db.svc"]);
+        assert!(accepted(foreign.as_bytes(), ca.as_bytes(), &names).is_err());
+
+        assert!(accepted(b"", ca.as_bytes(), &names).is_err());
+        assert!(accepted(good.as_bytes(), b"", &names).is_err());
+    }
 }

@@ -60,6 +60,10 @@ impl Harness {
             format!("{CLUSTER}-primary"),
             format!("*.{CLUSTER}-pods.dataplane.svc"),
         ];
+        self.apply_tls_secret_for(ca, serial, names)
+    }
+
+    fn apply_tls_secret_for(&self, ca: &Authority, serial: u64, names: Vec<String>) -> String {
         let (cert, key) = ca.server(names, serial);
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         self.kube.apply(&format!(
@@ -150,6 +154,45 @@ impl Harness {
         figures.push(format!(
             "renewed server certificate (Secret replaced in place) served to a new verify-full connection {:.1} s later, PostgreSQL not restarted (the kubelet here refreshes volumes every 10 s, the operator resyncs every 5 s)",
             took.as_secs_f64()
+        ));
+
+        // A certificate for the Service only: Patroni's members could not check each other
+        // by their pod names. Reported, and not reloaded into the running servers.
+        let t = Instant::now();
+        let service_only = vec![format!("{CLUSTER}-primary.dataplane.svc")];
+        self.apply_tls_secret_for(&ca, 3, service_only);
+        let message = wait_for("ConfigApplied=False, CertificateRefused", 120, || {
+            let pgc = self.kube.get("postgrescluster", CLUSTER)?;
+            let (status, reason, _) = self.condition(&pgc, "ConfigApplied")?;
+            (status == "False" && reason == "CertificateRefused").then(|| {
+                pgc["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "ConfigApplied")
+                    .map(|c| c["message"].to_string())
+                    .unwrap_or_default()
+            })
+        });
+        let refused_after = t.elapsed();
+        assert!(
+            message.contains(&format!("{CLUSTER}-0.{CLUSTER}-pods.dataplane.svc")),
+            "{message}"
+        );
+        // Three more resyncs, past the kubelet's refresh: the servers keep the accepted one.
+        self.wait_for_resyncs(3);
+        assert_eq!(
+            self.served_fingerprint(&ip).as_deref(),
+            Some(second.as_str()),
+            "a refused certificate was reloaded into PostgreSQL"
+        );
+        let fixed = self.apply_tls_secret(&ca, 4);
+        wait_for("the corrected certificate served", 180, || {
+            (self.served_fingerprint(&ip).as_deref() == Some(fixed.as_str())).then_some(())
+        });
+        figures.push(format!(
+            "a server certificate without the pods' names: ConfigApplied=False (CertificateRefused, naming {CLUSTER}-0's name) {:.1} s after the Secret changed, never reloaded into PostgreSQL; the corrected one served afterwards",
+            refused_after.as_secs_f64()
         ));
 
         // A backup repository added to the running cluster: the instance pod is replaced
