@@ -87,7 +87,9 @@ pub struct Adapted {
 ///    connect to the database it names (`postgres`), where `auth_query` runs anyway.
 /// 5. There is no scheduler: the kubelet registers a Node, keeps it Ready and binds each
 ///    pod to it itself (the EndpointSlice controller skips pods on no Node).
-/// 6. Probes run every second instead of every `periodSeconds`, so that the test is fast.
+/// 6. Probes run every second instead of every `periodSeconds`, so that the test is fast
+///    (`failureThreshold` failures in a row still make a ready pod unready, so a pod is
+///    out of its Services after seconds instead of tens of seconds).
 /// 7. A pod recreated under the name of one deleted here (a StatefulSet's) gets the
 ///    address of the one it replaces, where a real network plugin may hand out another.
 /// 8. ConfigMap and Secret volumes are brought up to date every 10 s (a kubelet: within
@@ -154,7 +156,14 @@ pub fn pgbouncer_version() -> (u32, u32) {
 }
 
 /// A pod's name, IP, object, whether each container runs, and its last written readiness.
-type ProbeInput = (String, String, Value, Vec<(String, bool)>, Option<bool>);
+type ProbeInput = (
+    String,
+    String,
+    Value,
+    Vec<(String, bool)>,
+    Option<bool>,
+    u32,
+);
 
 struct RunningPod {
     ip: String,
@@ -163,6 +172,8 @@ struct RunningPod {
     containers: BTreeMap<String, Arc<Supervised>>,
     pod: Value,
     ready: Option<bool>,
+    /// Readiness probes failed in a row since the last success.
+    failures: u32,
 }
 
 pub struct Kubelet {
@@ -321,6 +332,7 @@ impl Kubelet {
                 containers: BTreeMap::new(),
                 pod: pod.clone(),
                 ready: Some(false),
+                failures: 0,
             },
         );
         for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
@@ -940,20 +952,41 @@ impl Kubelet {
                         .iter()
                         .map(|(c, proc_)| (c.clone(), proc_.exited().is_none()))
                         .collect();
-                    (n.clone(), p.ip.clone(), p.pod.clone(), alive, p.ready)
+                    (
+                        n.clone(),
+                        p.ip.clone(),
+                        p.pod.clone(),
+                        alive,
+                        p.ready,
+                        p.failures,
+                    )
                 })
                 .collect()
         };
-        for (name, ip, pod, alive, was) in snapshot {
-            let mut ready = true;
+        for (name, ip, pod, alive, was, failures) in snapshot {
+            // As a kubelet: a stopped container makes the pod unready at once; a failing
+            // probe only after `failureThreshold` failures in a row (default 3); one success
+            // makes it ready.
+            let mut running = true;
+            let mut passed = true;
+            let mut threshold = 1;
             for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
                 if !runnable(c) {
                     continue;
                 }
                 let cname = c["name"].as_str().unwrap_or_default();
-                let running = alive.iter().any(|(n, a)| n == cname && *a);
-                ready &= running && probe(&c["readinessProbe"], &ip, c);
+                running &= alive.iter().any(|(n, a)| n == cname && *a);
+                let p = &c["readinessProbe"];
+                if !p.is_null() {
+                    threshold = threshold.max(p["failureThreshold"].as_u64().unwrap_or(3) as u32);
+                }
+                passed = passed && running && probe(p, &ip, c);
             }
+            let failures = if passed { 0 } else { failures + 1 };
+            if let Some(p) = self.pods.lock().unwrap().get_mut(&name) {
+                p.failures = failures;
+            }
+            let ready = running && (passed || (was == Some(true) && failures < threshold));
             if (resync || was != Some(ready))
                 && self
                     .kube
