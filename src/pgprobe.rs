@@ -36,6 +36,22 @@ pub enum ProbeError {
     NoCertificate { addr: SocketAddr },
 }
 
+/// The CA certificates of a PEM file (`ca.crt`) as the roots a rustls client trusts: every
+/// one readable and usable, and at least one.
+pub fn ca_roots(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("unreadable CA certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no CA certificate".into());
+    }
+    Ok(roots)
+}
+
 /// The DER of the first certificate in a PEM file (`tls.crt`), if there is one.
 pub fn first_certificate(pem: &[u8]) -> Option<Vec<u8>> {
     CertificateDer::pem_slice_iter(pem)

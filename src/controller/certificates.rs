@@ -43,16 +43,7 @@ pub fn accepted(cert_pem: &[u8], ca_pem: &[u8], names: &[String]) -> Result<(), 
     let Some((leaf, intermediates)) = chain.split_first() else {
         return Err("tls.crt holds no certificate".into());
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem) {
-        let ca = ca.map_err(|e| format!("ca.crt is not readable: {e}"))?;
-        roots
-            .add(ca)
-            .map_err(|e| format!("ca.crt is not a usable CA: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("ca.crt holds no certificate".into());
-    }
+    let roots = pgprobe::ca_roots(ca_pem).map_err(|e| format!("ca.crt: {e}"))?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
         .build()

@@ -23,8 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -210,16 +209,7 @@ impl Client {
     /// The same client, trusting only the CA certificates in `ca_pem` for members that
     /// serve HTTPS.
     pub fn with_ca(&self, ca_pem: &[u8]) -> Result<Client, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| format!("unreadable CA certificate: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("unusable CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("no CA certificate".into());
-        }
+        let roots = crate::pgprobe::ca_roots(ca_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
