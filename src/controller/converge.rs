@@ -140,13 +140,15 @@ pub(super) async fn writer(scope: &Scope<'_>) -> Result<patroni::Client, NotAppl
     Ok(scope.patroni.with_credentials(Some(credentials)))
 }
 
-/// The Patroni client for the members running in `pods`: members that serve HTTPS are
-/// checked against the `ca.crt` of the Secret they mount as their server certificate
-/// (`known`, the spec's, already read this pass; another only while a rollout changes it).
-/// A Secret that cannot be read leaves a client that refuses those members, with the reason.
+/// The Patroni client for the members of cluster `name` running in `pods`: members that
+/// serve HTTPS are checked against the `ca.crt` of the Secret they mount as their server
+/// certificate (`known`, the spec's, already read this pass; another only while a rollout
+/// changes it), for their own name or the primary Service's (see `Client::with_ca`). A
+/// Secret that cannot be read leaves a client that refuses those members, with the reason.
 pub(super) async fn client_for(
     ctx: &Context,
     namespace: &str,
+    name: &str,
     pods: &[Pod],
     known: Option<&super::certificates::ServerTls>,
 ) -> patroni::Client {
@@ -186,8 +188,9 @@ pub(super) async fn client_for(
             }
         }
     }
+    let cluster = format!("{}.{namespace}.svc", names::primary_service(name));
     ctx.patroni
-        .with_ca(&pem)
+        .with_ca(&pem, &cluster)
         .unwrap_or_else(|why| ctx.patroni.without_ca(format!("ca.crt: {why}")))
 }
 

@@ -594,7 +594,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     let members = members::from_pods(&pods);
     let server_tls =
         certificates::read(&ctx, &namespace, cluster.spec.server_tls_secret(&name)).await;
-    let patroni = converge::client_for(&ctx, &namespace, &pods, server_tls.as_ref()).await;
+    let patroni = converge::client_for(&ctx, &namespace, &name, &pods, server_tls.as_ref()).await;
     let scope = Scope {
         patroni: &patroni,
         ..scope

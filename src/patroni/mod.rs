@@ -207,14 +207,29 @@ impl Client {
     }
 
     /// The same client, trusting only the CA certificates in `ca_pem` for members that
-    /// serve HTTPS.
-    pub fn with_ca(&self, ca_pem: &[u8]) -> Result<Client, String> {
+    /// serve HTTPS. A member's certificate must carry the member's own name or, failing
+    /// that, `cluster_name` (the primary Service's DNS name): the identity the cluster's
+    /// clients accept, so the operator trusts nothing they would not. That second name keeps
+    /// a member reachable once it has loaded a certificate without its pod's name (Patroni
+    /// reads the files on every reload, whoever asks for it, and the kubelet may not have
+    /// replaced them yet), so it can be asked to reload the corrected one.
+    pub fn with_ca(&self, ca_pem: &[u8], cluster_name: &str) -> Result<Client, String> {
         let roots = crate::pgprobe::ca_roots(ca_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        let cluster = ServerName::try_from(cluster_name.to_owned())
+            .map_err(|e| format!("{cluster_name:?}: {e}"))?;
+        let verifier = Arc::new(OwnNameOrCluster { inner, cluster });
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         Ok(Client {
             tls: Ok(Arc::new(config)),
@@ -436,6 +451,60 @@ impl Client {
     }
 }
 
+/// Rustls' own verification (chain to the cluster's CA, validity, signatures), with one
+/// difference: a certificate that does not carry the name asked for is accepted when it
+/// carries the cluster's name. Nothing else is relaxed.
+#[derive(Debug)]
+struct OwnNameOrCluster {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    cluster: ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for OwnNameOrCluster {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error as TlsError};
+        let verify = |name: &ServerName<'_>| {
+            self.inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+        };
+        match verify(server_name) {
+            Err(TlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if *server_name != self.cluster => verify(&self.cluster),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 impl Default for Client {
     fn default() -> Self {
         Client::new()
@@ -512,21 +581,34 @@ mod tests {
         assert_eq!(named.url(""), "https://198.18.0.1:8008");
     }
 
-    /// A CA and a member's certificate for `name`, signed by it.
-    fn member_certificate(name: &str) -> (String, rustls::ServerConfig) {
+    /// A CA, and one server configuration per set of names with a certificate for them
+    /// signed by it.
+    fn member_certificates(sets: &[&[&str]]) -> (String, Vec<rustls::ServerConfig>) {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
         let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let server = crate::pgprobe::tests::tls_server(cert.der().clone(), &key);
-        (ca_pem, server)
+        let servers = sets
+            .iter()
+            .map(|names| {
+                let key = KeyPair::generate().unwrap();
+                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                let cert = CertificateParams::new(names)
+                    .unwrap()
+                    .signed_by(&key, &issuer)
+                    .unwrap();
+                crate::pgprobe::tests::tls_server(cert.der().clone(), &key)
+            })
+            .collect();
+        (ca_pem, servers)
+    }
+
+    /// A CA and a member's certificate for `name`, signed by it.
+    fn member_certificate(name: &str) -> (String, rustls::ServerConfig) {
+        let (ca, mut servers) = member_certificates(&[&[name]]);
+        (ca, servers.remove(0))
     }
 
     /// Serves `GET /patroni` over TLS for as long as the test runs; each request's head is
@@ -572,7 +654,7 @@ mod tests {
         };
 
         let client = Client::new()
-            .with_ca(ca.as_bytes())
+            .with_ca(ca.as_bytes(), CLUSTER)
             .unwrap()
             .with_credentials(Some(credentials));
         let state = client.member(&at).await.unwrap();
@@ -588,11 +670,11 @@ mod tests {
         let (other_ca, _) = member_certificate(name);
         let strangers = [
             (
-                Client::new().with_ca(other_ca.as_bytes()).unwrap(),
+                Client::new().with_ca(other_ca.as_bytes(), CLUSTER).unwrap(),
                 at.clone(),
             ),
             (
-                Client::new().with_ca(ca.as_bytes()).unwrap(),
+                Client::new().with_ca(ca.as_bytes(), CLUSTER).unwrap(),
                 Endpoint::tls(ip, port, "pg-1.pg-pods.db.svc".into()),
             ),
             (
@@ -611,7 +693,41 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("no ca.crt"), "{err}");
         assert!(heads.try_recv().is_err(), "a request reached the member");
-        assert!(Client::new().with_ca(b"not a certificate").is_err());
+        assert!(
+            Client::new()
+                .with_ca(b"not a certificate", CLUSTER)
+                .is_err()
+        );
+    }
+
+    /// The primary Service's name, which every member's certificate may carry.
+    const CLUSTER: &str = "pg-primary.db.svc";
+
+    #[tokio::test]
+    async fn a_member_with_the_clusters_certificate_but_not_its_own_name_is_reached() {
+        let own = "pg-0.pg-pods.db.svc";
+        // Same CA: the cluster's name only; another cluster's Service name only.
+        let (ca, servers) = member_certificates(&[&[CLUSTER], &["other-primary.db.svc"]]);
+        let mut servers = servers.into_iter();
+        let (ip, port, mut heads) = member_over_tls(servers.next().unwrap()).await;
+        let client = Client::new().with_ca(ca.as_bytes(), CLUSTER).unwrap();
+        let state = client.member(&Endpoint::tls(ip, port, own.into())).await;
+        assert!(state.unwrap().is_primary());
+        assert!(
+            heads
+                .recv()
+                .await
+                .unwrap()
+                .contains(&format!("host: {own}:{port}"))
+        );
+
+        let (ip, port, mut heads) = member_over_tls(servers.next().unwrap()).await;
+        let err = client
+            .member(&Endpoint::tls(ip, port, own.into()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not valid for name"), "{err}");
+        assert!(heads.try_recv().is_err(), "a request reached the member");
     }
 
     #[test]
