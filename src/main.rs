@@ -117,6 +117,10 @@ struct ServeArgs {
     /// Operator configuration file (YAML) laid over the compiled-in defaults.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Seconds after which a client's connection is closed gracefully, so that every
+    /// client, the API server included, meets a renewed certificate within this time.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    max_connection_age_seconds: u64,
 }
 
 /// Exit codes of `pgpilot resolve`.
@@ -202,6 +206,8 @@ async fn serve(
         Some(args) => {
             let mut settings = webhook::Settings::new(args.listen, args.cert_dir, config.clone());
             settings.metrics = metrics.clone();
+            settings.max_connection_age =
+                std::time::Duration::from_secs(args.max_connection_age_seconds);
             Some(Webhook::bind(settings).await.map_err(|e| e.to_string())?)
         }
         None => None,

@@ -237,6 +237,53 @@ async fn a_broken_pair_is_refused_and_the_served_certificate_kept() {
     }
 }
 
+/// The API server keeps its connections to a webhook open: each is closed gracefully at the
+/// server's maximum age (HTTP/1.1 and HTTP/2 alike, never before it), and the client's next
+/// connection meets the renewed certificate.
+#[tokio::test]
+async fn kept_alive_connections_end_at_the_maximum_age_and_reconnect_to_the_renewed_certificate() {
+    let age = Duration::from_secs(3);
+    let server = TestServer::start_with(Options {
+        reload_interval: Duration::from_millis(100),
+        max_connection_age: age,
+        ..Options::default()
+    })
+    .await;
+    let mut current = server.first.der.clone();
+    for (n, http) in [Http::H1, Http::H2].into_iter().enumerate() {
+        let opened = Instant::now();
+        let mut conn = server.client.connect(http).await.unwrap();
+        assert_eq!(conn.peer_cert, current, "{http:?}");
+        assert_eq!(conn.get("/healthz").await.unwrap().0, StatusCode::OK);
+        let renewed = server.ca.issue(10 + n as u64);
+        server.certs.publish(&server.ca, &renewed);
+        // Requests keep going over the kept connection until the server ends it.
+        loop {
+            match conn.get("/healthz").await {
+                Ok((status, _)) => assert_eq!(status, StatusCode::OK),
+                Err(_) => break,
+            }
+            assert!(
+                opened.elapsed() < age + Duration::from_secs(30),
+                "{http:?}: the connection outlived its maximum age"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lived = opened.elapsed();
+        assert!(
+            lived >= age,
+            "{http:?}: closed after {lived:?}, before {age:?}"
+        );
+        let mut again = server.client.connect(http).await.unwrap();
+        assert_eq!(
+            again.peer_cert, renewed.der,
+            "{http:?}: the renewed certificate"
+        );
+        assert_eq!(again.get("/healthz").await.unwrap().0, StatusCode::OK);
+        current = renewed.der;
+    }
+}
+
 const FAILED_RELOADS: &str = "pgpilot_webhook_certificate_reloads_total{result=\"failed\"}";
 const RELOADS_OK: &str = "pgpilot_webhook_certificate_reloads_total{result=\"ok\"}";
 const READ_ERRORS: &str = "pgpilot_webhook_certificate_read_errors_total";

@@ -317,6 +317,9 @@ impl DevCluster {
             // With a loopback advertise address, the default endpoint reconciler fails
             // every 10 s ("may not be in the loopback range").
             "--endpoint-reconciler-type=none".into(),
+            // Webhooks and aggregated APIs named by Service are called at the Service's
+            // endpoints: no kube-proxy here routes its cluster IP.
+            "--enable-aggregator-routing=true".into(),
         ];
         *process::lock(&c.api_server_args) = api_server_args.to_vec();
         let apiserver = self.spawn("kube-apiserver", &api_server_args)?;

@@ -36,6 +36,9 @@ pub struct Settings {
     pub reload_interval: Duration,
     /// The longest a request may take, from its first byte to its answer.
     pub request_timeout: Duration,
+    /// Connections are closed gracefully at this age, so clients (the API server keeps its
+    /// own open) meet a renewed certificate within it.
+    pub max_connection_age: Duration,
     /// Where the webhook counts, and what `/metrics` serves (shared with the controller
     /// when both run in one process).
     pub metrics: Arc<Metrics>,
@@ -54,6 +57,7 @@ impl Settings {
             // The API server gives up after the configuration's timeoutSeconds (5); this
             // only stops a client that stalls.
             request_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(300),
             metrics: Arc::default(),
             clusters: None,
         }
@@ -156,6 +160,7 @@ impl Webhook {
             shutdown.clone(),
         ));
         tracing::info!(addr = %self.local_addr, "admission webhook serving HTTPS");
-        server::serve(self.listener, self.tls, app, shutdown).await;
+        let max_age = self.settings.max_connection_age;
+        server::serve(self.listener, self.tls, app, max_age, shutdown).await;
     }
 }

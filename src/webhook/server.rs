@@ -2,12 +2,13 @@
 //! ALPN, and a graceful shutdown that finishes requests in flight.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use http::{HeaderValue, Request, Version, header};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -15,6 +16,7 @@ use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A client has this long to complete the TLS handshake, and then to send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +37,22 @@ pub fn tls_config(
 }
 
 /// Serves `app` until `shutdown`, then stops accepting and waits for open requests.
+///
+/// Connections end at `max_age`: the API server keeps its connections to a webhook open
+/// indefinitely, and a renewed certificate reaches a client only through a new handshake.
+/// Neither end may race the client: an HTTP/2 connection gets GOAWAY (requests the server
+/// did not take are retried by the client), an HTTP/1.1 connection answers its next request
+/// with `Connection: close` (closing an idle one could meet a request already on its way,
+/// which a client does not retry).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
+    max_age: Duration,
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -57,28 +67,56 @@ pub async fn serve(
             },
         };
         let acceptor = acceptor.clone();
+        let opened = Instant::now();
         let service = TowerToHyperService::new(app.clone());
-        // Taken before the handshake so that shutdown waits for this connection too.
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let h1 = request.version() < Version::HTTP_2;
+            let answer = hyper::service::Service::call(&service, request);
+            async move {
+                let mut response = answer.await?;
+                if h1 && opened.elapsed() >= max_age {
+                    let close = HeaderValue::from_static("close");
+                    response.headers_mut().insert(header::CONNECTION, close);
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let shutdown = shutdown.clone();
+        // Tracked from before the handshake, so that shutdown waits for this connection too.
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let mut http = auto::Builder::new(TokioExecutor::new());
             http.http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT);
             let connection = http.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                _ = shutdown.cancelled() => None,
+                _ = tokio::time::sleep(max_age), if h2 => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
     }
     drop(listener);
     tracing::info!("no longer accepting connections; finishing requests in flight");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {

@@ -24,6 +24,7 @@ pub struct Options {
     pub routes: Option<Router>,
     pub reload_interval: Duration,
     pub request_timeout: Duration,
+    pub max_connection_age: Duration,
 }
 
 impl Default for Options {
@@ -37,6 +38,7 @@ impl Default for Options {
             routes: None,
             reload_interval: defaults.reload_interval,
             request_timeout: defaults.request_timeout,
+            max_connection_age: defaults.max_connection_age,
         }
     }
 }
@@ -57,6 +59,7 @@ impl TestServer {
         );
         settings.reload_interval = options.reload_interval;
         settings.request_timeout = options.request_timeout;
+        settings.max_connection_age = options.max_connection_age;
         let webhook = Webhook::bind(settings).await.expect("the webhook starts");
         let client = Client::new(webhook.local_addr(), ca.der());
         let shutdown = CancellationToken::new();
