@@ -119,7 +119,7 @@ struct ServeArgs {
     config: Option<PathBuf>,
     /// Seconds after which a client's connection is closed gracefully, so that every
     /// client, the API server included, meets a renewed certificate within this time.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, default_value_t = webhook::MAX_CONNECTION_AGE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
     max_connection_age_seconds: u64,
 }
 

@@ -284,14 +284,14 @@ fn admissions(
 /// Renews the CA as cert-manager would when it nears its end: a new CA certificate, which
 /// must keep the old one's key (`rotationPolicy: Never`), so that the bundle the API server
 /// holds and the serving certificate the webhook has keep verifying each other whichever is
-/// replaced first. Returns the new CA certificate and its serial.
+/// replaced first. Returns the new CA certificate.
 fn renew_the_ca(
     cluster: &DevCluster,
     old_ca: &[u8],
     old_bundle: &Path,
     ip: &str,
     port: u16,
-) -> (Vec<u8>, String) {
+) -> Vec<u8> {
     renew(cluster, "pgpilot-ca", 1);
     let before = serial(old_ca);
     let new_ca = until(
@@ -309,28 +309,23 @@ fn renew_the_ca(
     let new_bundle = old_bundle.with_file_name("renewed-ca.crt");
     std::fs::write(&new_bundle, &new_ca).expect("bundle file");
     verified(ip, port, &new_bundle).expect("the served certificate against the renewed CA");
-    let new_serial = serial(&new_ca);
-    (new_ca, new_serial)
+    new_ca
 }
 
 /// The public key of a PEM certificate, PEM.
 fn public_key(pem: &[u8]) -> String {
-    let mut child = Command::new("openssl")
-        .args(["x509", "-noout", "-pubkey"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(pem).unwrap();
-    let out = child.wait_with_output().expect("openssl");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    x509(pem, "-pubkey")
 }
 
 /// `serial=...` of a PEM certificate, as openssl prints it.
 fn serial(pem: &[u8]) -> String {
+    x509(pem, "-serial")
+}
+
+/// What `openssl x509 -noout FIELD` prints for a PEM certificate, trimmed.
+fn x509(pem: &[u8], field: &str) -> String {
     let mut child = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
+        .args(["x509", "-noout", field])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -575,7 +570,7 @@ fn cert_manager_issues_and_renews_the_webhook_certificate_and_injects_its_ca() {
     }
     // Whichever CA certificate the injector holds now (it follows the serving Secret's
     // ca.crt, in its own time), both verify what is served.
-    let (new_ca, _) = ca_renewed.expect("the CA was renewed");
+    let new_ca = ca_renewed.expect("the CA was renewed");
     let now_injected = injected(&cluster, "validatingwebhookconfiguration").expect("a bundle");
     for (what, pem) in [("injected now", &now_injected), ("renewed CA", &new_ca)] {
         let file = bundle.with_file_name("check-ca.crt");

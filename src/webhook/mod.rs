@@ -47,6 +47,9 @@ pub struct Settings {
     pub clusters: Option<kube::Client>,
 }
 
+/// The default of [`Settings::max_connection_age`] (and of `--max-connection-age-seconds`).
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+
 impl Settings {
     pub fn new(listen: SocketAddr, cert_dir: PathBuf, config: Config) -> Settings {
         Settings {
@@ -57,7 +60,7 @@ impl Settings {
             // The API server gives up after the configuration's timeoutSeconds (5); this
             // only stops a client that stalls.
             request_timeout: Duration::from_secs(10),
-            max_connection_age: Duration::from_secs(300),
+            max_connection_age: MAX_CONNECTION_AGE,
             metrics: Arc::default(),
             clusters: None,
         }
